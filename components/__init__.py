@@ -1,0 +1,1 @@
+"""The components of hybrid-llm: one ComponentResource per concern."""

@@ -1,0 +1,57 @@
+"""Who is in the mesh: every host with its role, overlay address and groups, and
+where its per-host settings live in SSM Parameter Store.
+
+Nebula (certificates, configs), compute (instances, IAM) and the clusters all read
+this one list, so a host's name and address are decided in one place.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import Literal
+
+from components.config import StackConfig
+
+Role = Literal["lighthouse", "homelab", "gpu"]
+
+GROUPS: dict[str, tuple[str, ...]] = {
+    "lighthouse": ("lighthouse",),
+    "homelab": ("homelab", "kubernetes"),
+    "gpu": ("aws", "gpu", "kubernetes"),
+}
+
+
+@dataclass(frozen=True)
+class Host:
+    name: str
+    role: Role
+    overlay_ip: ipaddress.IPv4Address
+    groups: tuple[str, ...]
+    index: int = 0            # position among hosts of its role
+
+    @property
+    def on_aws(self) -> bool:
+        return self.role != "homelab"
+
+
+def gpu_worker_name(index: int) -> str:
+    return f"gpu-{index}"
+
+
+def hosts(cfg: StackConfig) -> list[Host]:
+    """Lighthouse first, then homelab nodes, then GPU workers."""
+    plan = cfg.mesh
+    out = [Host("lighthouse", "lighthouse", plan.lighthouse, GROUPS["lighthouse"])]
+    out += [Host(name, "homelab", plan.homelab(i), GROUPS["homelab"], i)
+            for i, name in enumerate(cfg.homelab_nodes)]
+    out += [Host(gpu_worker_name(i), "gpu", plan.gpu_worker(i), GROUPS["gpu"], i)
+            for i in range(cfg.gpu_workers)]
+    return out
+
+
+def ssm_prefix(cfg: StackConfig, host: Host | str) -> str:
+    """`/hybrid-llm/<stack>/hosts/<host>`: every parameter of one host lives below
+    it, so an instance role can be allowed exactly its own subtree."""
+    name = host if isinstance(host, str) else host.name
+    return f"/{cfg.project}/{cfg.stack}/hosts/{name}"

@@ -1,0 +1,163 @@
+"""The AWS network: one VPC, a public subnet in the worker's AZ, an internet gateway,
+the security groups of the lighthouse and the GPU workers, and the lighthouse's
+Elastic IP.
+
+There is no NAT gateway (about $32 a month while idle): instances sit in the public
+subnet with a public address and accept nothing from the internet except Nebula's
+UDP port. Administration is through SSM Session Manager, so there is no SSH rule.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import Optional
+
+import pulumi
+import pulumi_aws as aws
+
+ANYWHERE = "0.0.0.0/0"
+# Nebula peers behind NAT answer from whatever port their NAT maps, so hole punching
+# sends to unprivileged UDP ports anywhere.
+_EPHEMERAL_UDP = (1024, 65535)
+
+
+@dataclass
+class NetworkArgs:
+    vpc_cidr: ipaddress.IPv4Network
+    nebula_port: int
+    availability_zone: Optional[str] = None
+    """None picks the region's first available AZ."""
+
+
+@dataclass(frozen=True)
+class _Rule:
+    description: str
+    protocol: str
+    from_port: int
+    to_port: int
+    cidr: str = ANYWHERE
+
+
+class Network(pulumi.ComponentResource):
+    """VPC, public subnet, routing and the two security groups."""
+
+    vpc_id: pulumi.Output[str]
+    subnet_id: pulumi.Output[str]
+    availability_zone: pulumi.Output[str]
+    lighthouse_security_group_id: pulumi.Output[str]
+    lighthouse_eip_allocation_id: pulumi.Output[str]
+    lighthouse_public_ip: pulumi.Output[str]
+    worker_security_group_id: pulumi.Output[str]
+
+    def __init__(self, name: str, args: NetworkArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__("hybrid-llm:index:Network", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+
+        if args.availability_zone:
+            az: pulumi.Output[str] = pulumi.Output.from_input(args.availability_zone)
+        else:
+            zones = aws.get_availability_zones_output(
+                state="available", opts=pulumi.InvokeOutputOptions(parent=self)
+            )
+            az = zones.names.apply(lambda names: names[0])
+
+        vpc = aws.ec2.Vpc(
+            f"{name}-vpc",
+            cidr_block=str(args.vpc_cidr),
+            enable_dns_support=True,
+            enable_dns_hostnames=True,
+            tags={"Name": f"{name}-vpc"},
+            opts=child,
+        )
+        # The default security group lets members talk freely; adopt it with no rules.
+        aws.ec2.DefaultSecurityGroup(
+            f"{name}-default-sg", vpc_id=vpc.id, tags={"Name": f"{name}-default-closed"}, opts=child
+        )
+        gateway = aws.ec2.InternetGateway(
+            f"{name}-igw", vpc_id=vpc.id, tags={"Name": f"{name}-igw"}, opts=child
+        )
+        subnet = aws.ec2.Subnet(
+            f"{name}-public",
+            vpc_id=vpc.id,
+            cidr_block=str(next(args.vpc_cidr.subnets(new_prefix=max(args.vpc_cidr.prefixlen, 24)))),
+            availability_zone=az,
+            # Each instance asks for its public address explicitly.
+            map_public_ip_on_launch=False,
+            tags={"Name": f"{name}-public"},
+            opts=child,
+        )
+        routes = aws.ec2.RouteTable(
+            f"{name}-public-rt",
+            vpc_id=vpc.id,
+            routes=[aws.ec2.RouteTableRouteArgs(cidr_block=ANYWHERE, gateway_id=gateway.id)],
+            tags={"Name": f"{name}-public-rt"},
+            opts=child,
+        )
+        aws.ec2.RouteTableAssociation(
+            f"{name}-public-rta", subnet_id=subnet.id, route_table_id=routes.id, opts=child
+        )
+
+        # The lighthouse's address belongs to the stack, not to an instance: every
+        # host's static_host_map names it, so a replaced lighthouse keeps it.
+        lighthouse_eip = aws.ec2.Eip(
+            f"{name}-lighthouse-eip", domain="vpc",
+            tags={"Name": f"{name}-lighthouse"}, opts=pulumi.ResourceOptions(parent=self, depends_on=[gateway]),
+        )
+
+        nebula_in = _Rule("Nebula handshakes and tunnels from any peer", "udp", args.nebula_port, args.nebula_port)
+        nebula_out = _Rule("Nebula to peers at their NAT-mapped ports", "udp", *_EPHEMERAL_UDP)
+        https_out = _Rule("HTTPS: SSM, CloudWatch, package and release downloads", "tcp", 443, 443)
+        http_out = _Rule("HTTP: Ubuntu apt mirrors (signed packages)", "tcp", 80, 80)
+
+        lighthouse_sg = self._security_group(
+            f"{name}-lighthouse", vpc.id, "Nebula lighthouse: Nebula UDP in, nothing else",
+            ingress=[nebula_in], egress=[nebula_out, https_out],
+        )
+        worker_sg = self._security_group(
+            f"{name}-worker", vpc.id, "GPU worker: Nebula UDP in, no SSH (SSM Session Manager)",
+            ingress=[nebula_in], egress=[nebula_out, https_out, http_out],
+        )
+
+        self.vpc_id = vpc.id
+        self.subnet_id = subnet.id
+        self.availability_zone = subnet.availability_zone
+        self.lighthouse_security_group_id = lighthouse_sg.id
+        self.worker_security_group_id = worker_sg.id
+        self.lighthouse_eip_allocation_id = lighthouse_eip.allocation_id
+        self.lighthouse_public_ip = lighthouse_eip.public_ip
+        self.register_outputs({
+            "lighthouse_eip_allocation_id": self.lighthouse_eip_allocation_id,
+            "lighthouse_public_ip": self.lighthouse_public_ip,
+            "vpc_id": self.vpc_id,
+            "subnet_id": self.subnet_id,
+            "availability_zone": self.availability_zone,
+            "lighthouse_security_group_id": self.lighthouse_security_group_id,
+            "worker_security_group_id": self.worker_security_group_id,
+        })
+
+    def _security_group(
+        self, name: str, vpc_id: pulumi.Input[str], description: str,
+        ingress: list[_Rule], egress: list[_Rule],
+    ) -> aws.ec2.SecurityGroup:
+        """A security group whose every rule is its own resource with a description."""
+        group = aws.ec2.SecurityGroup(
+            f"{name}-sg", vpc_id=vpc_id, description=description,
+            tags={"Name": f"{name}-sg"}, opts=pulumi.ResourceOptions(parent=self),
+        )
+        rule_opts = pulumi.ResourceOptions(parent=group)
+        for rule in ingress:
+            aws.vpc.SecurityGroupIngressRule(
+                f"{name}-in-{rule.protocol}-{rule.from_port}",
+                security_group_id=group.id, description=rule.description,
+                ip_protocol=rule.protocol, from_port=rule.from_port, to_port=rule.to_port,
+                cidr_ipv4=rule.cidr, opts=rule_opts,
+            )
+        for rule in egress:
+            aws.vpc.SecurityGroupEgressRule(
+                f"{name}-out-{rule.protocol}-{rule.from_port}",
+                security_group_id=group.id, description=rule.description,
+                ip_protocol=rule.protocol, from_port=rule.from_port, to_port=rule.to_port,
+                cidr_ipv4=rule.cidr, opts=rule_opts,
+            )
+        return group

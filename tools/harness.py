@@ -1,0 +1,226 @@
+"""Run `__main__.py` in-process under Pulumi mocks with a stack's configuration.
+
+This is what `tools/plan.py` and the tests share: no Pulumi CLI, no cloud
+account. Config comes from `Pulumi.yaml` defaults, then `Pulumi.<stack>.yaml`,
+then `--set` overrides, as the CLI would merge them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import runpy
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import pulumi  # noqa: E402
+from pulumi.runtime import mocks as pulumi_mocks, rpc, settings  # noqa: E402
+from pulumi.runtime.stack import run_pulumi_func  # noqa: E402
+from pulumi.runtime.sync_await import _sync_await  # noqa: E402
+
+from components import generated  # noqa: E402
+from tools.mocks import AwsMocks  # noqa: E402
+
+PROJECT = "hybrid-llm"
+
+
+class StackConfigFileError(Exception):
+    """A stack file or a --set that cannot be read."""
+
+
+def _as_config_string(value: Any) -> str:
+    """Config values reach a Pulumi program as strings; arrays and maps as JSON."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, dict)):
+        return json.dumps(value)
+    return str(value)
+
+
+def project_defaults(root: Path = ROOT) -> dict[str, str]:
+    """`hybrid-llm:<key>` → default, from Pulumi.yaml's config block."""
+    project = yaml.safe_load((root / "Pulumi.yaml").read_text())
+    out: dict[str, str] = {}
+    for key, spec in (project.get("config") or {}).items():
+        full = key if ":" in key else f"{project['name']}:{key}"
+        if isinstance(spec, dict) and "default" in spec:
+            out[full] = _as_config_string(spec["default"])
+        elif isinstance(spec, dict) and "value" in spec:
+            out[full] = _as_config_string(spec["value"])
+    return out
+
+
+def stack_config(stack: str, overrides: Optional[Mapping[str, str]] = None, root: Path = ROOT) -> dict[str, str]:
+    """Merged config of a stack, as the Pulumi CLI would hand it to the program."""
+    merged = project_defaults(root)
+    path = root / f"Pulumi.{stack}.yaml"
+    if path.exists():
+        data = yaml.safe_load(path.read_text()) or {}
+        for key, value in (data.get("config") or {}).items():
+            if isinstance(value, dict) and "secure" in value:
+                raise StackConfigFileError(
+                    f"{key}: encrypted in {path.name}; the offline plan cannot decrypt it, pass --set {key}=..."
+                )
+            merged[key] = _as_config_string(value)
+    elif stack != "dev":
+        raise StackConfigFileError(f"no stack file {path.name}")
+    for key, value in (overrides or {}).items():
+        merged[key] = _as_config_string(value)
+    return merged
+
+
+@dataclass
+class PlannedResource:
+    urn: str
+    type: str
+    name: str
+    parent: Optional[str]
+    custom: bool
+    inputs: dict           # secrets still wrapped (see `is_secret` / `plain`)
+    state: dict            # what the mocks answered
+    id: Optional[str]
+
+    def plain(self) -> dict:
+        """Inputs with secrets unwrapped, for assertions."""
+        return _strip_secrets(self.inputs, redact=False)
+
+
+@dataclass
+class StackOutput:
+    value: Any
+    secret: bool
+
+
+@dataclass
+class RenderedFile:
+    path: str
+    content: str
+    secret: bool
+
+
+@dataclass
+class Plan:
+    stack: str
+    config: dict[str, str]
+    resources: list[PlannedResource] = field(default_factory=list)
+    outputs: dict[str, StackOutput] = field(default_factory=dict)
+    files: list[RenderedFile] = field(default_factory=list)
+
+    def of_type(self, type_token: str) -> list[PlannedResource]:
+        return [r for r in self.resources if r.type == type_token]
+
+    def named(self, name: str) -> PlannedResource:
+        found = [r for r in self.resources if r.name == name]
+        if len(found) != 1:
+            raise KeyError(f"{len(found)} resources named {name!r}")
+        return found[0]
+
+    def by_urn(self, urn: str) -> PlannedResource:
+        return next(r for r in self.resources if r.urn == urn)
+
+    def children(self, parent: PlannedResource) -> list[PlannedResource]:
+        return [r for r in self.resources if r.parent == parent.urn]
+
+    def file(self, path: str) -> RenderedFile:
+        return next(f for f in self.files if f.path == path)
+
+
+def _strip_secrets(value: Any, *, redact: bool) -> Any:
+    if rpc.is_rpc_secret(value):
+        return "[secret]" if redact else _strip_secrets(rpc.unwrap_rpc_secret(value), redact=False)
+    if isinstance(value, dict):
+        return {k: _strip_secrets(v, redact=redact) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_strip_secrets(v, redact=redact) for v in value]
+    return value
+
+
+def redacted(value: Any) -> Any:
+    return _strip_secrets(value, redact=True)
+
+
+class _RecordingMonitor(pulumi_mocks.MockMonitor):
+    """The stock mock monitor, plus what a plan needs: parent, custom, raw inputs."""
+
+    def __init__(self, mocks: pulumi.runtime.Mocks):
+        super().__init__(mocks)
+        self.records: list[PlannedResource] = []
+
+    def RegisterResource(self, request):
+        response = super().RegisterResource(request)
+        if request.type != "pulumi:pulumi:Stack":
+            registration = self.resources[response.urn]
+            self.records.append(PlannedResource(
+                urn=response.urn, type=request.type, name=request.name,
+                parent=request.parent or None, custom=bool(request.custom),
+                inputs=rpc.deserialize_properties(request.object),
+                state=dict(registration.state), id=registration.id or None,
+            ))
+        return response
+
+
+def _reset_runtime() -> None:
+    settings.ROOT.set(None)
+    settings.SETTINGS.outputs.clear() if hasattr(settings, "SETTINGS") else None
+    generated.reset()
+
+
+async def _resolve(value: Any) -> StackOutput:
+    output = pulumi.Output.from_input(value)
+    resolved = await output.future(with_unknowns=False)
+    secret = await output.is_secret()
+    return StackOutput(_strip_secrets(resolved, redact=False), bool(secret))
+
+
+def run(
+    config: Mapping[str, str],
+    *,
+    stack: str = "dev",
+    program: Path = ROOT / "__main__.py",
+    preview: bool = False,
+) -> Plan:
+    """Evaluate the program under mocks with exactly this (merged) config.
+
+    Raises what the program raises (for instance `ConfigError`)."""
+    _reset_runtime()
+    region = config.get("aws:region", "us-east-1")
+    aws_mocks = AwsMocks(region=region)
+    monitor = _RecordingMonitor(aws_mocks)
+    pulumi.runtime.set_mocks(aws_mocks, project=PROJECT, stack=stack, preview=preview, monitor=monitor)
+    pulumi.runtime.set_all_config(dict(config), [k for k in config if k.endswith("homelabKubeconfig")])
+    os.environ.pop("PULUMI_CONFIG", None)
+
+    plan = Plan(stack=stack, config=dict(config))
+
+    async def collect() -> None:
+        for name, value in settings.get_root_resource().outputs.items():
+            plan.outputs[name] = await _resolve(value)
+        for item in generated.published():
+            resolved = await _resolve(item.content)
+            plan.files.append(RenderedFile(item.path, resolved.value, resolved.secret))
+
+    def program_then_collect():
+        runpy.run_path(str(program), run_name="__main__")
+        return collect()
+
+    cwd = os.getcwd()
+    os.chdir(program.parent)
+    try:
+        _sync_await(run_pulumi_func(program_then_collect))
+    finally:
+        os.chdir(cwd)
+    plan.resources = list(monitor.records)
+    return plan
+
+
+def run_stack(stack: str = "dev", overrides: Optional[Mapping[str, str]] = None, **kwargs) -> Plan:
+    """`run` with the config a stack would have."""
+    return run(stack_config(stack, overrides), stack=stack, **kwargs)

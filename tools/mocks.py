@@ -1,0 +1,287 @@
+"""Pulumi mocks that answer like AWS would: ids in AWS's formats, ARNs, private
+addresses inside the subnet's CIDR, public addresses, availability zones.
+
+Values are derived from the resource's name (a hash), so two runs of the same
+program give the same ids and rendered files can be compared. Public addresses
+come from the documentation ranges (198.51.100.0/24, 203.0.113.0/24).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import ipaddress
+from typing import Any, Callable, Optional
+
+import pulumi
+from pulumi.runtime import rpc
+
+ACCOUNT_ID = "123456789012"
+
+
+def _hex(seed: str, length: int = 17) -> str:
+    return hashlib.sha256(seed.encode()).hexdigest()[:length]
+
+
+def _unwrap(value: Any) -> Any:
+    """Inputs arrive with secrets wrapped; resource state holds plain values."""
+    if rpc.is_rpc_secret(value):
+        return _unwrap(rpc.unwrap_rpc_secret(value))
+    if isinstance(value, dict):
+        return {k: _unwrap(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unwrap(v) for v in value]
+    return value
+
+
+class AwsMocks(pulumi.runtime.Mocks):
+    """Realistic answers for the resources and invokes this program uses.
+
+    An invoke it does not know raises, so a new data source gets a realistic
+    answer here instead of silently returning nothing.
+    """
+
+    def __init__(self, region: str = "us-east-1"):
+        self.region = region
+        self._subnets: dict[str, ipaddress.IPv4Network] = {}
+        self._subnet_az: dict[str, str] = {}
+        self._next_host: dict[str, int] = {}
+        self._public_ips = 0
+        self.custom_state: dict[str, Callable[[pulumi.runtime.MockResourceArgs, dict], None]] = {}
+
+    # --- helpers ---------------------------------------------------------------
+
+    def arn(self, service: str, resource: str, *, region: Optional[str] = None, account: str = ACCOUNT_ID) -> str:
+        region = self.region if region is None else region
+        return f"arn:aws:{service}:{region}:{account}:{resource}"
+
+    def _public_ip(self) -> str:
+        self._public_ips += 1
+        block = ("198.51.100", "203.0.113")[(self._public_ips - 1) // 250 % 2]
+        return f"{block}.{(self._public_ips - 1) % 250 + 4}"
+
+    def _private_ip(self, subnet_id: Optional[str]) -> str:
+        network = self._subnets.get(subnet_id or "", ipaddress.ip_network("10.0.0.0/24"))
+        key = str(network)
+        self._next_host[key] = self._next_host.get(key, 9) + 1
+        return str(network.network_address + self._next_host[key])
+
+    # --- resources -------------------------------------------------------------
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[Optional[str], dict]:
+        state = _unwrap(dict(args.inputs))
+        name, typ = args.name, args.typ
+        handler = _RESOURCES.get(typ)
+        if handler is not None:
+            resource_id = handler(self, name, state)
+        elif typ.startswith("pulumi:providers:"):
+            resource_id = f"{name}-provider-{_hex(name, 8)}"
+        elif not args.custom:
+            resource_id = None
+        else:
+            resource_id = f"{name}-{_hex(typ + name, 8)}"
+        if typ in self.custom_state:
+            self.custom_state[typ](args, state)
+        return resource_id, state
+
+    # --- invokes ---------------------------------------------------------------
+
+    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict, Optional[list]]:
+        handler = _INVOKES.get(args.token)
+        if handler is None:
+            raise NotImplementedError(f"tools/mocks.py has no answer for invoke {args.token}")
+        return handler(self, _unwrap(dict(args.args))), []
+
+
+# --- per-type answers: each fills realistic state and returns the id ----------------
+
+
+def _vpc(m: AwsMocks, name: str, s: dict) -> str:
+    rid = f"vpc-{_hex(name)}"
+    s.update(arn=m.arn("ec2", f"vpc/{rid}"), ownerId=ACCOUNT_ID,
+             defaultSecurityGroupId=f"sg-{_hex(name + 'default')}",
+             mainRouteTableId=f"rtb-{_hex(name + 'main')}")
+    return rid
+
+
+def _subnet(m: AwsMocks, name: str, s: dict) -> str:
+    rid = f"subnet-{_hex(name)}"
+    m._subnets[rid] = ipaddress.ip_network(s.get("cidrBlock", "10.0.0.0/24"))
+    az = s.get("availabilityZone") or f"{m.region}a"
+    m._subnet_az[rid] = az
+    s.update(arn=m.arn("ec2", f"subnet/{rid}"), availabilityZone=az,
+             availabilityZoneId=f"use1-az{ord(az[-1]) - 96}", ownerId=ACCOUNT_ID)
+    return rid
+
+
+def _security_group(m: AwsMocks, name: str, s: dict) -> str:
+    rid = f"sg-{_hex(name)}"
+    s.update(arn=m.arn("ec2", f"security-group/{rid}"), ownerId=ACCOUNT_ID,
+             name=s.get("name") or f"{name}-{_hex(name, 7)}")
+    return rid
+
+
+def _sg_rule(m: AwsMocks, name: str, s: dict) -> str:
+    rid = f"sgr-{_hex(name)}"
+    s.update(arn=m.arn("ec2", f"security-group-rule/{rid}"), securityGroupRuleId=rid)
+    return rid
+
+
+def _prefixed(prefix: str, service: str, kind: str) -> Callable[[AwsMocks, str, dict], str]:
+    def handler(m: AwsMocks, name: str, s: dict) -> str:
+        rid = f"{prefix}-{_hex(name)}"
+        s.setdefault("arn", m.arn(service, f"{kind}/{rid}"))
+        return rid
+    return handler
+
+
+def _instance(m: AwsMocks, name: str, s: dict) -> str:
+    rid = f"i-{_hex(name)}"
+    subnet = s.get("subnetId")
+    private_ip = s.get("privateIp") or m._private_ip(subnet)
+    s.update(arn=m.arn("ec2", f"instance/{rid}"), instanceState="running",
+             privateIp=private_ip, privateDns=f"ip-{private_ip.replace('.', '-')}.ec2.internal",
+             primaryNetworkInterfaceId=f"eni-{_hex(name)}",
+             availabilityZone=m._subnet_az.get(subnet or "", s.get("availabilityZone") or f"{m.region}a"))
+    if s.get("associatePublicIpAddress", True):
+        s["publicIp"] = m._public_ip()
+    if s.get("instanceMarketOptions", {}).get("marketType") == "spot":
+        s["spotInstanceRequestId"] = f"sir-{_hex(name, 8)}"
+    return rid
+
+
+def _eip(m: AwsMocks, name: str, s: dict) -> str:
+    rid = f"eipalloc-{_hex(name)}"
+    s.update(allocationId=rid, publicIp=m._public_ip(), domain="vpc",
+             arn=m.arn("ec2", f"elastic-ip/{rid}"))
+    return rid
+
+
+def _launch_template(m: AwsMocks, name: str, s: dict) -> str:
+    rid = f"lt-{_hex(name)}"
+    s.update(arn=m.arn("ec2", f"launch-template/{rid}"), latestVersion=1, defaultVersion=1,
+             name=s.get("name") or f"{name}-{_hex(name, 7)}")
+    return rid
+
+
+def _volume(m: AwsMocks, name: str, s: dict) -> str:
+    rid = f"vol-{_hex(name)}"
+    s.update(arn=m.arn("ec2", f"volume/{rid}"))
+    return rid
+
+
+def _named_global(service: str, kind: str) -> Callable[[AwsMocks, str, dict], str]:
+    """IAM-like resources: global ARN, physical name auto-suffixed like Pulumi's autonaming."""
+    def handler(m: AwsMocks, name: str, s: dict) -> str:
+        physical = s.get("name") or f"{name}-{_hex(name, 7)}"
+        path = s.get("path", "/")
+        s.update(name=physical, arn=f"arn:aws:{service}::{ACCOUNT_ID}:{kind}{path}{physical}",
+                 uniqueId=f"AROA{_hex(name, 17).upper()}")
+        return physical
+    return handler
+
+
+def _role_policy(m: AwsMocks, name: str, s: dict) -> str:
+    physical = s.get("name") or f"{name}-{_hex(name, 7)}"
+    s["name"] = physical
+    return f"{s.get('role', 'role')}:{physical}"
+
+
+def _ssm_parameter(m: AwsMocks, name: str, s: dict) -> str:
+    param = s.get("name") or f"{name}-{_hex(name, 7)}"
+    s.update(name=param, version=1,
+             arn=m.arn("ssm", f"parameter{param if param.startswith('/') else '/' + param}"))
+    return param
+
+
+def _regional_named(service: str, kind: str, sep: str = ":") -> Callable[[AwsMocks, str, dict], str]:
+    def handler(m: AwsMocks, name: str, s: dict) -> str:
+        physical = s.get("name") or f"{name}-{_hex(name, 7)}"
+        s.update(name=physical, arn=m.arn(service, f"{kind}{sep}{physical}"))
+        return physical
+    return handler
+
+
+def _lambda_function(m: AwsMocks, name: str, s: dict) -> str:
+    physical = s.get("name") or f"{name}-{_hex(name, 7)}"
+    arn = m.arn("lambda", f"function:{physical}")
+    s.update(name=physical, arn=arn, qualifiedArn=f"{arn}:$LATEST", version="$LATEST",
+             invokeArn=f"arn:aws:apigateway:{m.region}:lambda:path/2015-03-31/functions/{arn}/invocations")
+    return physical
+
+
+_RESOURCES: dict[str, Callable[[AwsMocks, str, dict], str]] = {
+    "aws:ec2/vpc:Vpc": _vpc,
+    "aws:ec2/subnet:Subnet": _subnet,
+    "aws:ec2/securityGroup:SecurityGroup": _security_group,
+    "aws:ec2/defaultSecurityGroup:DefaultSecurityGroup": _security_group,
+    "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule": _sg_rule,
+    "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule": _sg_rule,
+    "aws:ec2/internetGateway:InternetGateway": _prefixed("igw", "ec2", "internet-gateway"),
+    "aws:ec2/routeTable:RouteTable": _prefixed("rtb", "ec2", "route-table"),
+    "aws:ec2/routeTableAssociation:RouteTableAssociation": _prefixed("rtbassoc", "ec2", "route-table-association"),
+    "aws:ec2/instance:Instance": _instance,
+    "aws:ec2/eip:Eip": _eip,
+    "aws:ec2/eipAssociation:EipAssociation": _prefixed("eipassoc", "ec2", "eip-association"),
+    "aws:ec2/launchTemplate:LaunchTemplate": _launch_template,
+    "aws:ebs/volume:Volume": _volume,
+    "aws:ec2/volumeAttachment:VolumeAttachment": _prefixed("vai", "ec2", "volume-attachment"),
+    "aws:iam/role:Role": _named_global("iam", "role"),
+    "aws:iam/policy:Policy": _named_global("iam", "policy"),
+    "aws:iam/instanceProfile:InstanceProfile": _named_global("iam", "instance-profile"),
+    "aws:iam/rolePolicy:RolePolicy": _role_policy,
+    "aws:ssm/parameter:Parameter": _ssm_parameter,
+    "aws:cloudwatch/logGroup:LogGroup": _regional_named("logs", "log-group"),
+    "aws:cloudwatch/eventRule:EventRule": _regional_named("events", "rule", "/"),
+    "aws:cloudwatch/metricAlarm:MetricAlarm": _regional_named("cloudwatch", "alarm"),
+    "aws:lambda/function:Function": _lambda_function,
+}
+
+
+# --- invokes -------------------------------------------------------------------
+
+
+def _availability_zones(m: AwsMocks, args: dict) -> dict:
+    letters = "abcdef"
+    return {"names": [f"{m.region}{x}" for x in letters],
+            "zoneIds": [f"use1-az{i + 1}" for i in range(len(letters))],
+            "id": m.region, "groupNames": [m.region]}
+
+
+def _ssm_get_parameter(m: AwsMocks, args: dict) -> dict:
+    name = args["name"]
+    value = f"ami-{_hex(name)}" if "/ami" in name or "ami-id" in name else f"value-of-{name}"
+    return {"name": name, "value": value, "insecureValue": value, "type": "String",
+            "version": 1, "arn": m.arn("ssm", f"parameter{name}", account="")}
+
+
+def _caller_identity(m: AwsMocks, args: dict) -> dict:
+    return {"accountId": ACCOUNT_ID, "arn": f"arn:aws:iam::{ACCOUNT_ID}:user/pulumi",
+            "userId": "AIDAEXAMPLEUSERID0001", "id": ACCOUNT_ID}
+
+
+def _partition(m: AwsMocks, args: dict) -> dict:
+    return {"partition": "aws", "dnsSuffix": "amazonaws.com", "id": "aws",
+            "reverseDnsPrefix": "com.amazonaws"}
+
+
+def _region(m: AwsMocks, args: dict) -> dict:
+    return {"name": m.region, "region": m.region, "id": m.region,
+            "endpoint": f"ec2.{m.region}.amazonaws.com", "description": m.region}
+
+
+_INVOKES: dict[str, Callable[[AwsMocks, dict], dict]] = {
+    "aws:index/getAvailabilityZones:getAvailabilityZones": _availability_zones,
+    "aws:ssm/getParameter:getParameter": _ssm_get_parameter,
+    "aws:index/getCallerIdentity:getCallerIdentity": _caller_identity,
+    "aws:index/getPartition:getPartition": _partition,
+    "aws:index/getRegion:getRegion": _region,
+}
+
+
+def decode_user_data(value: str) -> str:
+    """Launch templates carry base64 user data; instances carry it plain."""
+    try:
+        return base64.b64decode(value, validate=True).decode()
+    except (ValueError, UnicodeDecodeError):
+        return value

@@ -1,0 +1,55 @@
+"""The one place that pins what the instances download at boot: version and the
+sha256 of each release archive/binary per architecture. Boot scripts refuse a file
+whose checksum differs. Re-check the facts in ../shared/DESIGN.md when bumping.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class PinnedDownload:
+    """A file fetched by a boot script: URL per architecture and its sha256."""
+
+    version: str
+    urls: dict[str, str]      # "amd64" / "arm64" -> URL
+    sha256: dict[str, str]    # same keys -> lowercase hex digest
+
+    def url(self, arch: str) -> str:
+        return self.urls[arch]
+
+    def digest(self, arch: str) -> str:
+        return self.sha256[arch]
+
+
+# k3s, the GPU workers' single-node cluster. Digests are the release's own
+# sha256sum-{amd64,arm64}.txt entries for the `k3s` binary.
+K3S = PinnedDownload(
+    version="v1.34.2+k3s1",
+    urls={
+        "amd64": "https://github.com/k3s-io/k3s/releases/download/v1.34.2%2Bk3s1/k3s",
+        "arm64": "https://github.com/k3s-io/k3s/releases/download/v1.34.2%2Bk3s1/k3s-arm64",
+    },
+    sha256={
+        "amd64": "15811d34187e03fe29d0e46108c42cc33e62cec1b3d9d80f50944536ebcad40a",
+        "arm64": "2e1db0e54a8b0d0ab8a264a119c9c617561f9290e7bb2722d795f8bc91b24cf8",
+    },
+)
+
+# Nebula, on the lighthouse and the workers (the archive holds `nebula` and
+# `nebula-cert`). 1.10 reads the v1 certificates components/nebula_cert.py makes.
+# Digests of the release archives as pinned by independent public projects (amd64
+# in several, arm64 in one); check them against the release's SHASUM256.txt when
+# bumping.
+NEBULA = PinnedDownload(
+    version="v1.10.3",
+    urls={
+        "amd64": "https://github.com/slackhq/nebula/releases/download/v1.10.3/nebula-linux-amd64.tar.gz",
+        "arm64": "https://github.com/slackhq/nebula/releases/download/v1.10.3/nebula-linux-arm64.tar.gz",
+    },
+    sha256={
+        "amd64": "99ac335caeb69d02a6b6b00a3d4b5d0a36ec3971df480a1cc50e6db378342955",
+        "arm64": "69b2764b0c27b04e4f3fb47764cf330555beb5a49e62e045ed5f208a14341343",
+    },
+)

@@ -1,0 +1,169 @@
+"""The NebulaMesh component through the whole program under mocks: hosts and
+addresses, certificates, SSM parameters, configs and firewall."""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+
+import pytest
+import yaml
+from pulumi.runtime import rpc
+
+from components import nebula_cert as nc
+from components.config import ConfigError
+from components.inventory import Host
+from components.nebula import NebulaMeshArgs, _check_hosts
+from tools import harness
+
+PARAMETER = "aws:ssm/parameter:Parameter"
+FILES = ("ca.crt", "host.crt", "host.key", "config.yml")
+DEV_HOMELAB = ["talos-cp-1", "talos-worker-1"]        # Pulumi.dev.yaml
+
+
+def config(plan, host: str) -> dict:
+    return yaml.safe_load(plan.file(f"nebula/{host}/config.yml").content)
+
+
+def cert(plan, host: str) -> nc.Certificate:
+    return nc.Certificate.from_pem(plan.file(f"nebula/{host}/host.crt").content)
+
+
+@pytest.fixture(scope="module")
+def two_workers():
+    return harness.run_stack("dev", {"hybrid-llm:gpuWorkers": "2"})
+
+
+def test_hosts_and_addresses_follow_the_config(two_workers):
+    ips = two_workers.outputs["nebulaIps"].value
+    assert list(ips) == ["lighthouse", *DEV_HOMELAB, "gpu-0", "gpu-1"]
+    mesh = ipaddress.ip_network(two_workers.config["hybrid-llm:nebulaCidr"])
+    assert ips["lighthouse"] == str(next(mesh.hosts()))
+    assert len(set(ips.values())) == len(ips), "two hosts share an address"
+    assert all(ipaddress.ip_address(ip) in mesh for ip in ips.values())
+
+
+def test_every_host_has_its_own_certificate_with_its_name_address_and_groups(two_workers):
+    ips = two_workers.outputs["nebulaIps"].value
+    prefix = ipaddress.ip_network(two_workers.config["hybrid-llm:nebulaCidr"]).prefixlen
+    expected_groups = {"lighthouse": ("lighthouse",), "talos-cp-1": ("homelab", "kubernetes"),
+                       "talos-worker-1": ("homelab", "kubernetes"), "gpu-0": ("aws", "gpu", "kubernetes"),
+                       "gpu-1": ("aws", "gpu", "kubernetes")}
+    ca_pem = two_workers.outputs["nebulaCaCert"].value
+    ca = nc.Certificate.from_pem(ca_pem)
+    ca_fingerprint = hashlib.sha256(nc.pem_decode(ca_pem, "NEBULA CERTIFICATE")).hexdigest()
+    seen_keys = set()
+    for host, groups in expected_groups.items():
+        c = cert(two_workers, host)
+        assert c.details.name == host
+        assert [str(i) for i in c.details.ips] == [f"{ips[host]}/{prefix}"]
+        assert c.details.groups == groups
+        assert c.details.issuer == ca_fingerprint
+        nc.verify(c, ca)
+        assert two_workers.file(f"nebula/{host}/ca.crt").content == ca_pem
+        assert nc.host_public_key(two_workers.file(f"nebula/{host}/host.key").content) == c.details.public_key
+        seen_keys.add(c.details.public_key)
+    assert len(seen_keys) == len(expected_groups), "hosts share a key"
+
+
+def test_validity_comes_from_config(run_program):
+    plan = run_program({"hybrid-llm:nebulaCaValidityHours": "500", "hybrid-llm:nebulaCertValidityHours": "50",
+                        "hybrid-llm:nebulaEarlyRenewalHours": "5"})
+    ca = nc.Certificate.from_pem(plan.outputs["nebulaCaCert"].value)
+    host = cert(plan, "gpu-0")
+    assert ca.details.not_after - ca.details.not_before == 500 * 3600 + 60
+    assert host.details.not_after - host.details.not_before == 50 * 3600 + 60
+    (resource,) = [r for r in plan.of_type("pulumi-python:dynamic:Resource") if r.name.endswith("-gpu-0")]
+    assert resource.inputs["early_renewal_hours"] == 5 and resource.inputs["validity_period_hours"] == 50
+
+
+def test_aws_hosts_get_four_parameters_below_their_prefix_the_key_as_securestring(two_workers):
+    params = {r.inputs["name"]: r for r in two_workers.of_type(PARAMETER) if "/nebula/" in r.inputs["name"]}
+    expected = {f"/hybrid-llm/dev/hosts/{h}/nebula/{f}" for h in ("lighthouse", "gpu-0", "gpu-1") for f in FILES}
+    assert set(params) == expected, "homelab nodes get no parameters; AWS hosts exactly four"
+    for name, resource in params.items():
+        host, file_name = name.split("/")[4], name.rsplit("/", 1)[1]
+        assert resource.inputs["type"] == ("SecureString" if file_name == "host.key" else "String")
+        assert rpc.is_rpc_secret(resource.inputs["value"]), "a parameter value is secret in state"
+        assert resource.plain()["value"] == two_workers.file(f"nebula/{host}/{file_name}").content
+
+
+def test_static_host_map_names_the_lighthouse_eip_the_mocks_gave(two_workers):
+    (eip,) = two_workers.of_type("aws:ec2/eip:Eip")
+    public_ip = eip.state["publicIp"]
+    assert two_workers.outputs["lighthousePublicIp"].value == public_ip
+    lighthouse_ip = two_workers.outputs["nebulaIps"].value["lighthouse"]
+    for host in [*DEV_HOMELAB, "gpu-0", "gpu-1"]:
+        c = config(two_workers, host)
+        assert c["static_host_map"] == {lighthouse_ip: [f"{public_ip}:4242"]}
+        assert c["lighthouse"] == {"am_lighthouse": False, "interval": 60, "hosts": [lighthouse_ip]}
+    lh = config(two_workers, "lighthouse")
+    assert lh["lighthouse"]["am_lighthouse"] is True and lh["lighthouse"]["hosts"] == []
+    assert lh["static_host_map"] == {}
+
+
+def test_listen_ports_pki_paths_tun_and_punchy(run_program):
+    plan = run_program({"hybrid-llm:nebulaPort": "4343"})
+    for host, port in (("lighthouse", 4343), ("gpu-0", 4343), ("talos-cp-1", 0), ("talos-worker-1", 0)):
+        c = config(plan, host)
+        assert c["listen"]["port"] == port, host
+        assert c["pki"] == {"ca": "/etc/nebula/ca.crt", "cert": "/etc/nebula/host.crt", "key": "/etc/nebula/host.key"}
+        assert c["tun"]["dev"] == "nebula1" and c["tun"]["mtu"] == 1300
+        assert c["punchy"] == {"punch": True, "respond": True}
+    assert config(plan, "gpu-0")["static_host_map"]["10.42.0.1"][0].endswith(":4343")
+
+
+def _inbound(plan, host: str) -> set[tuple]:
+    return {(r["proto"], r["port"], r.get("group") or f"host={r.get('host')}")
+            for r in config(plan, host)["firewall"]["inbound"]}
+
+
+def test_firewall_inbound_per_role(dev_plan):
+    icmp = ("icmp", "any", "host=any")
+    assert _inbound(dev_plan, "gpu-0") == {icmp, ("tcp", 6443, "homelab"), ("udp", 51840, "homelab"),
+                                           ("tcp", 11434, "homelab")}
+    assert _inbound(dev_plan, "lighthouse") == {icmp}
+    for host in DEV_HOMELAB:
+        assert _inbound(dev_plan, host) == {icmp}
+
+
+def test_firewall_default_deny_and_outbound_open(dev_plan):
+    for host in ("lighthouse", "gpu-0", *DEV_HOMELAB):
+        fw = config(dev_plan, host)["firewall"]
+        assert fw["inbound_action"] == "drop"
+        assert fw["outbound"] == [{"port": "any", "proto": "any", "host": "any"}]
+
+
+def test_keys_are_secret_files_and_in_no_plain_output(dev_plan):
+    for f in dev_plan.files:
+        if f.path.startswith("nebula/"):
+            assert f.secret == f.path.endswith("/host.key"), f.path
+    for name, out in dev_plan.outputs.items():
+        assert out.secret or "PRIVATE KEY" not in json.dumps(out.value), name
+    assert not dev_plan.outputs["nebulaCaCert"].secret
+
+
+def test_more_workers_more_certificates(run_program):
+    plan = run_program({"hybrid-llm:gpuWorkers": "3"})
+    names = {cert(plan, f"gpu-{i}").details.name for i in range(3)}
+    ips = {str(cert(plan, f"gpu-{i}").details.ips[0].ip) for i in range(3)}
+    assert names == {"gpu-0", "gpu-1", "gpu-2"} and len(ips) == 3
+
+
+def _host(name, role, ip):
+    return Host(name, role, ipaddress.IPv4Address(ip), ())
+
+
+@pytest.mark.parametrize("hosts, key", [
+    ([_host("lighthouse", "lighthouse", "10.42.0.1"), _host("a", "homelab", "10.42.0.1")], "nebulaCidr"),
+    ([_host("lighthouse", "lighthouse", "10.42.0.1"), _host("lighthouse", "homelab", "10.42.1.1")], "homelabNodes"),
+    ([_host("a", "homelab", "10.42.1.1")], "nebulaCidr"),
+    ([_host("lighthouse", "lighthouse", "10.99.0.1")], "nebulaCidr"),
+])
+def test_bad_host_lists_are_one_config_error(hosts, key):
+    args = NebulaMeshArgs(hosts=hosts, network=ipaddress.IPv4Network("10.42.0.0/16"), port=4242,
+                          lighthouse_public_ip="198.51.100.4", ssm_prefixes={"lighthouse": "/p/lighthouse"},
+                          ca_validity_hours=2, cert_validity_hours=1, early_renewal_hours=0)
+    with pytest.raises(ConfigError, match=f"^hybrid-llm:{key}: "):
+        _check_hosts(args)

@@ -1,0 +1,315 @@
+"""One GPU worker: a k3s single-node cluster on an instance that is stopped, never
+terminated, when idle, with its models on a separate EBS volume.
+
+Why these resources:
+- A launch template carries everything about the machine (AMI, type, IMDSv2 with
+  hop limit 2 so pods reach instance metadata, encrypted gp3 root, profile, user
+  data, market options); `aws.ec2.Instance` launches from it into the subnet.
+- Spot uses RunInstances' own market options: a *persistent* request with
+  interruption behaviour *stop* (the only request type that may stop). So an
+  interruption, or the scaler's StopInstances, stops the instance and keeps both
+  disks; StartInstances resumes it. `aws.ec2.SpotInstanceRequest` is not used: it
+  models the request (the instance is only its `spot_instance_id`), and on-demand
+  would need a second code path. A persistent request defaults to
+  expiring after 7 days, so `valid_until` is set far ahead.
+  Caveat (upstream terraform-provider-aws issue 38142): deleting an instance
+  launched with a persistent request may leave the request open, and it would
+  launch a new instance; cancel the request first (README, "Tearing down").
+- The model volume is its own resource in the instance's AZ, so it outlives the
+  instance; the boot finds it by volume id and never reformats it.
+- The PKI (components/k3s_pki.py) makes the kubeconfig a stack output before the
+  worker ever boots.
+"""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+import pulumi
+import pulumi_aws as aws
+import yaml
+
+from components import hostboot, k3s_pki, versions
+from components.generated import publish
+from components.hostboot import BootFile
+from components.lighthouse import nebula_boot_files
+from components.nebula_config import TUN_DEVICE
+
+DLAMI_PARAMETER = "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-ubuntu-22.04/latest/ami-id"
+METRIC_NAMESPACE = "HybridLLM"
+NEBULA_IFACE = TUN_DEVICE
+MODELS_DIR = "/var/lib/hybrid-llm/models"
+OLLAMA_MODELS_PV = "ollama-models"
+OLLAMA_SELECTOR = "app.kubernetes.io/name=ollama"
+OLLAMA_PORT = 11434
+MANIFESTS_DIR = "/var/lib/rancher/k3s/server/manifests"
+# NVIDIA's device plugin chart (https://nvidia.github.io/k8s-device-plugin), pinned.
+DEVICE_PLUGIN_CHART_VERSION = "0.17.0"
+# Far ahead: the API's default for a persistent request is 7 days from creation.
+SPOT_REQUEST_VALID_UNTIL = "2099-01-01T00:00:00Z"
+_WAIT_NEBULA_SECONDS = 180
+_WAIT_VOLUME_SECONDS = 900
+
+
+def volume_device(volume_id: str) -> str:
+    """The stable by-id path of an attached EBS volume on a Nitro instance."""
+    return f"/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_{volume_id.replace('-', '')}"
+
+
+def k3s_flags(host: str, address: ipaddress.IPv4Address, pod_cidr: ipaddress.IPv4Network,
+              service_cidr: ipaddress.IPv4Network) -> list[str]:
+    """k3s server flags: API and flannel on the overlay, the stack's own ranges
+    (never k3s's 10.42/10.43 defaults, which collide with the usual Nebula range)."""
+    return [
+        f"--node-name={host}",
+        f"--node-ip={address}",
+        f"--advertise-address={address}",
+        f"--tls-san={address}",
+        f"--flannel-iface={NEBULA_IFACE}",
+        f"--cluster-cidr={pod_cidr}",
+        f"--service-cidr={service_cidr}",
+        f"--cluster-dns={service_cidr.network_address + 10}",
+        "--default-runtime=nvidia",
+        "--disable=traefik",
+        "--write-kubeconfig-mode=0600",
+    ]
+
+
+def manifests(model_volume_gib: int) -> dict[str, dict]:
+    """k3s auto-deploy manifests (applied at every k3s start) by file name."""
+    return {
+        "nvidia-device-plugin.yaml": {
+            "apiVersion": "helm.cattle.io/v1",
+            "kind": "HelmChart",
+            "metadata": {"name": "nvidia-device-plugin", "namespace": "kube-system"},
+            "spec": {
+                "repo": "https://nvidia.github.io/k8s-device-plugin",
+                "chart": "nvidia-device-plugin",
+                "version": DEVICE_PLUGIN_CHART_VERSION,
+                "targetNamespace": "nvidia-device-plugin",
+                "createNamespace": True,
+            },
+        },
+        # Ollama's models on the model volume at a fixed path, so a new instance
+        # (new k3s datastore) binds the same directory and keeps the models.
+        "ollama-models-pv.yaml": {
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {"name": OLLAMA_MODELS_PV, "labels": {"app.kubernetes.io/part-of": "hybrid-llm"}},
+            "spec": {
+                "capacity": {"storage": f"{model_volume_gib}Gi"},
+                "accessModes": ["ReadWriteOnce"],
+                "persistentVolumeReclaimPolicy": "Retain",
+                "storageClassName": OLLAMA_MODELS_PV,
+                "hostPath": {"path": f"{MODELS_DIR}/ollama", "type": "DirectoryOrCreate"},
+            },
+        },
+    }
+
+
+def metrics_policy() -> dict:
+    """PutMetricData has no resource type, so the namespace condition is its scope."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Sid": "PublishActivity", "Effect": "Allow", "Action": ["cloudwatch:PutMetricData"],
+            "Resource": "*",
+            "Condition": {"StringEquals": {"cloudwatch:namespace": METRIC_NAMESPACE}},
+        }],
+    }
+
+
+@dataclass
+class GpuWorkerArgs:
+    host: str                                    # gpu-N
+    nebula_ip: ipaddress.IPv4Address
+    region: str
+    ssm_prefix: str
+    instance_type: str
+    subnet_id: pulumi.Input[str]
+    availability_zone: pulumi.Input[str]
+    security_group_id: pulumi.Input[str]
+    pod_cidr: ipaddress.IPv4Network
+    service_cidr: ipaddress.IPv4Network
+    root_volume_gib: int
+    model_volume_gib: int
+    spot: bool = True
+    spot_max_price: Optional[str] = None
+    ami_id: Optional[str] = None
+    protect_model_volume: bool = False
+    nebula_parameters: Sequence[pulumi.Resource] = field(default_factory=list)
+    """The host's Nebula SSM parameters; the instance boots only after they exist."""
+
+
+class GpuWorker(pulumi.ComponentResource):
+    """Launch template, instance, model volume, IAM and k3s PKI of one worker."""
+
+    instance_id: pulumi.Output[str]
+    instance_arn: pulumi.Output[str]
+    availability_zone: pulumi.Output[str]
+    model_volume_id: pulumi.Output[str]
+    kubeconfig: pulumi.Output[str]               # secret
+    launch_template_id: pulumi.Output[str]
+
+    def __init__(self, name: str, args: GpuWorkerArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__("hybrid-llm:index:GpuWorker", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        host = args.host
+
+        pki = k3s_pki.K3sPki(f"{name}-pki", k3s_pki.K3sPkiArgs(
+            host=host, ssm_prefix=args.ssm_prefix, api_address=args.nebula_ip), opts=child)
+
+        account = hostboot.AwsAccount.lookup(args.region, self)
+        parameters = account.parameter_arn(args.ssm_prefix).apply(hostboot.own_parameters_policy)
+        iam = hostboot.instance_role(
+            name, host, {"parameters": parameters, "metrics": pulumi.Output.from_input(metrics_policy())},
+            self, account)
+
+        if args.ami_id:
+            ami: pulumi.Input[str] = args.ami_id
+        else:
+            ami = aws.ssm.get_parameter_output(
+                name=DLAMI_PARAMETER, opts=pulumi.InvokeOutputOptions(parent=self)).value
+
+        # The root mapping must name the AMI's own root device, or it adds a disk.
+        image = aws.ec2.get_ami_output(
+            filters=[aws.ec2.GetAmiFilterArgs(name="image-id", values=[ami])],
+            opts=pulumi.InvokeOutputOptions(parent=self))
+
+        # The volume first: its id is in the boot script (the by-id device path).
+        volume = aws.ebs.Volume(
+            f"{name}-models",
+            availability_zone=args.availability_zone, size=args.model_volume_gib,
+            type="gp3", encrypted=True,
+            tags={"Name": f"{name}-models", "Role": "models", "Worker": host},
+            opts=pulumi.ResourceOptions(parent=self, protect=args.protect_model_volume),
+        )
+        user_data = volume.id.apply(lambda vid: self._user_data(args, vid))
+        publish(f"workers/{host}/boot.sh", user_data)
+        for file_name, manifest in manifests(args.model_volume_gib).items():
+            publish(f"workers/{host}/manifests/{file_name}", yaml.safe_dump(manifest, sort_keys=False))
+
+        template = aws.ec2.LaunchTemplate(
+            f"{name}-lt",
+            description=f"hybrid-llm GPU worker {host}",
+            image_id=ami,
+            instance_type=args.instance_type,
+            update_default_version=True,
+            iam_instance_profile=aws.ec2.LaunchTemplateIamInstanceProfileArgs(arn=iam.profile.arn),
+            metadata_options=aws.ec2.LaunchTemplateMetadataOptionsArgs(
+                http_endpoint="enabled", http_tokens="required", http_put_response_hop_limit=2,
+            ),
+            block_device_mappings=[aws.ec2.LaunchTemplateBlockDeviceMappingArgs(
+                device_name=image.root_device_name,
+                ebs=aws.ec2.LaunchTemplateBlockDeviceMappingEbsArgs(
+                    volume_type="gp3", volume_size=args.root_volume_gib,
+                    encrypted="true", delete_on_termination="true",
+                ),
+            )],
+            instance_market_options=self._market_options(args),
+            user_data=user_data.apply(lambda text: base64.b64encode(text.encode()).decode()),
+            tag_specifications=[
+                aws.ec2.LaunchTemplateTagSpecificationArgs(
+                    resource_type=kind, tags={"Name": f"{name}-{host}", "Role": "gpu-worker", "Worker": host})
+                for kind in ("instance", "volume")
+            ],
+            opts=child,
+        )
+
+        instance = aws.ec2.Instance(
+            f"{name}-instance",
+            launch_template=aws.ec2.InstanceLaunchTemplateArgs(
+                id=template.id, version=template.latest_version.apply(str)),
+            subnet_id=args.subnet_id,
+            availability_zone=args.availability_zone,
+            vpc_security_group_ids=[args.security_group_id],
+            # A public address instead of a NAT gateway (~$32/month idle).
+            associate_public_ip_address=True,
+            tags={"Name": f"{name}-{host}", "Role": "gpu-worker", "Worker": host},
+            opts=pulumi.ResourceOptions(
+                parent=self, depends_on=list(args.nebula_parameters) + pki.parameters),
+        )
+        aws.ec2.VolumeAttachment(
+            f"{name}-models-attachment",
+            instance_id=instance.id, volume_id=volume.id, device_name="/dev/sdf",
+            # Detaching happens only on destroy or replacement, when the instance
+            # goes anyway: stop it first so a mounted volume is never yanked.
+            stop_instance_before_detaching=True,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+
+        self.instance_id = instance.id
+        self.instance_arn = instance.arn
+        self.availability_zone = instance.availability_zone
+        self.model_volume_id = volume.id
+        self.kubeconfig = pki.kubeconfig
+        self.launch_template_id = template.id
+        self.register_outputs({
+            "instance_id": self.instance_id,
+            "instance_arn": self.instance_arn,
+            "availability_zone": self.availability_zone,
+            "model_volume_id": self.model_volume_id,
+            "kubeconfig": self.kubeconfig,
+            "launch_template_id": self.launch_template_id,
+        })
+
+    @staticmethod
+    def _market_options(args: GpuWorkerArgs) -> Optional[aws.ec2.LaunchTemplateInstanceMarketOptionsArgs]:
+        """Persistent spot that stops on interruption, or None (on-demand)."""
+        if not args.spot:
+            return None
+        return aws.ec2.LaunchTemplateInstanceMarketOptionsArgs(
+            market_type="spot",
+            spot_options=aws.ec2.LaunchTemplateInstanceMarketOptionsSpotOptionsArgs(
+                spot_instance_type="persistent",
+                instance_interruption_behavior="stop",
+                valid_until=SPOT_REQUEST_VALID_UNTIL,
+                max_price=args.spot_max_price,
+            ),
+        )
+
+    @staticmethod
+    def _user_data(args: GpuWorkerArgs, volume_id: str) -> str:
+        """The first-boot script with every unit, per-start script and manifest inside."""
+        nebula, k3s = versions.NEBULA, versions.K3S
+        sbin, units = "/usr/local/sbin", "/etc/systemd/system"
+        tls_files = " ".join(f"{path}:{mode}" for path, mode in k3s_pki.tls_files())
+        flags = " \\\n  ".join(k3s_flags(args.host, args.nebula_ip, args.pod_cidr, args.service_cidr))
+        files = nebula_boot_files(args.region, args.ssm_prefix) + [
+            BootFile(f"{sbin}/hybrid-llm-wait-nebula", "0755", hostboot.render("wait-nebula.sh", {
+                "iface": NEBULA_IFACE, "address": args.nebula_ip, "timeout_seconds": _WAIT_NEBULA_SECONDS})),
+            BootFile(f"{units}/hybrid-llm-nebula-ready.service", "0644",
+                     hostboot.render("units/hybrid-llm-nebula-ready.service", {"iface": NEBULA_IFACE})),
+            BootFile(f"{sbin}/hybrid-llm-model-volume", "0755", hostboot.render("model-volume.sh", {
+                "device": volume_device(volume_id), "mountpoint": MODELS_DIR, "label": "hybrid-models",
+                "timeout_seconds": _WAIT_VOLUME_SECONDS})),
+            BootFile(f"{units}/hybrid-llm-model-volume.service", "0644",
+                     hostboot.render("units/hybrid-llm-model-volume.service", {})),
+            BootFile(f"{units}/hybrid-llm-k3s-tls.service", "0644", hostboot.render(
+                "units/hybrid-llm-k3s-tls.service", {"ssm_prefix": args.ssm_prefix, "files": tls_files})),
+            BootFile(f"{units}/k3s.service", "0644", hostboot.render("units/k3s.service", {"flags": flags})),
+            BootFile(f"{sbin}/hybrid-llm-activity", "0755", hostboot.render("activity-agent.sh", {
+                "region": args.region, "namespace": METRIC_NAMESPACE,
+                "ollama_selector": OLLAMA_SELECTOR, "ollama_port": OLLAMA_PORT})),
+            BootFile(f"{units}/hybrid-llm-activity.service", "0644",
+                     hostboot.render("units/hybrid-llm-activity.service", {})),
+            BootFile(f"{units}/hybrid-llm-activity.timer", "0644",
+                     hostboot.render("units/hybrid-llm-activity.timer", {})),
+        ] + [
+            BootFile(f"{MANIFESTS_DIR}/{file_name}", "0644", yaml.safe_dump(manifest, sort_keys=False))
+            for file_name, manifest in manifests(args.model_volume_gib).items()
+        ]
+        return hostboot.render("worker-boot.sh", {
+            "host": args.host,
+            "boot_lib": hostboot.render("boot-lib.sh", {}).rstrip("\n"),
+            "nebula_version": nebula.version,
+            "nebula_url": nebula.url("amd64"),
+            "nebula_sha256": nebula.digest("amd64"),
+            "k3s_version": k3s.version,
+            "k3s_url": k3s.url("amd64"),
+            "k3s_sha256": k3s.digest("amd64"),
+            "files": hostboot.install_block(files),
+        })

@@ -1,0 +1,120 @@
+"""The Nebula lighthouse: a small always-on instance behind the stack's Elastic IP.
+
+Its address belongs to the network component (every host's static_host_map names
+it), so replacing this instance never changes what the mesh dials. The AMI is
+Amazon Linux 2023 for the instance type's architecture; the boot script only
+installs, and systemd units read the host's Nebula files from SSM at each start.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+import pulumi
+import pulumi_aws as aws
+
+from components import hostboot, instance_types, versions
+from components.generated import publish
+from components.hostboot import BootFile
+from components.nebula_config import PKI_DIR
+
+AL2023_AMI_PARAMETER = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-{arch}"
+ROOT_VOLUME_GIB = 8          # the AL2023 snapshot size; nebula needs nothing more
+_RELEASE_ARCH = {"x86_64": "amd64", "arm64": "arm64"}
+
+
+def nebula_boot_files(region: str, ssm_prefix: str) -> list[BootFile]:
+    """The per-start fetch script and the two units every Nebula host on AWS runs."""
+    return [
+        BootFile("/usr/local/sbin/hybrid-llm-ssm-fetch", "0755",
+                 hostboot.render("ssm-fetch.sh", {"region": region})),
+        BootFile("/etc/systemd/system/hybrid-llm-nebula-config.service", "0644",
+                 hostboot.render("units/hybrid-llm-nebula-config.service",
+                                 {"ssm_prefix": ssm_prefix, "nebula_dir": PKI_DIR})),
+        BootFile("/etc/systemd/system/nebula.service", "0644",
+                 hostboot.render("units/nebula.service", {"nebula_dir": PKI_DIR})),
+    ]
+
+
+def release_arch(instance_type: str) -> str:
+    """`amd64`/`arm64`: how release downloads name the instance type's architecture."""
+    return _RELEASE_ARCH[instance_types.architecture(instance_type)]
+
+
+@dataclass
+class LighthouseArgs:
+    instance_type: str
+    region: str
+    ssm_prefix: str                              # the lighthouse's own parameter subtree
+    subnet_id: pulumi.Input[str]
+    security_group_id: pulumi.Input[str]
+    eip_allocation_id: pulumi.Input[str]
+    disable_api_termination: bool = False
+    nebula_parameters: Sequence[pulumi.Resource] = field(default_factory=list)
+    """The host's Nebula SSM parameters; the instance boots only after they exist."""
+
+
+class Lighthouse(pulumi.ComponentResource):
+    """Instance, its role and profile, and the Elastic IP association."""
+
+    instance_id: pulumi.Output[str]
+    instance_arn: pulumi.Output[str]
+    private_ip: pulumi.Output[str]
+    role_name: pulumi.Output[str]
+
+    def __init__(self, name: str, args: LighthouseArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__("hybrid-llm:index:Lighthouse", name, None, opts)
+        arch = instance_types.architecture(args.instance_type)
+        ami = aws.ssm.get_parameter_output(
+            name=AL2023_AMI_PARAMETER.format(arch=arch), opts=pulumi.InvokeOutputOptions(parent=self))
+
+        account = hostboot.AwsAccount.lookup(args.region, self)
+        policy = account.parameter_arn(args.ssm_prefix).apply(hostboot.own_parameters_policy)
+        iam = hostboot.instance_role(f"{name}", "lighthouse", {"parameters": policy}, self, account)
+
+        nebula = versions.NEBULA
+        user_data = hostboot.render("lighthouse-boot.sh", {
+            "boot_lib": hostboot.render("boot-lib.sh", {}).rstrip("\n"),
+            "nebula_version": nebula.version,
+            "nebula_url": nebula.url(release_arch(args.instance_type)),
+            "nebula_sha256": nebula.digest(release_arch(args.instance_type)),
+            "files": hostboot.install_block(nebula_boot_files(args.region, args.ssm_prefix)),
+        })
+        publish("lighthouse/boot.sh", user_data)
+
+        instance = aws.ec2.Instance(
+            f"{name}-instance",
+            ami=ami.value,
+            instance_type=args.instance_type,
+            subnet_id=args.subnet_id,
+            vpc_security_group_ids=[args.security_group_id],
+            associate_public_ip_address=True,
+            iam_instance_profile=iam.profile.name,
+            disable_api_termination=args.disable_api_termination,
+            metadata_options=aws.ec2.InstanceMetadataOptionsArgs(
+                http_endpoint="enabled", http_tokens="required", http_put_response_hop_limit=1,
+            ),
+            root_block_device=aws.ec2.InstanceRootBlockDeviceArgs(
+                volume_type="gp3", volume_size=ROOT_VOLUME_GIB, encrypted=True, delete_on_termination=True,
+            ),
+            user_data=user_data,
+            user_data_replace_on_change=True,
+            tags={"Name": f"{name}-lighthouse", "Role": "lighthouse"},
+            opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.nebula_parameters)),
+        )
+        aws.ec2.EipAssociation(
+            f"{name}-eip", allocation_id=args.eip_allocation_id, instance_id=instance.id,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+
+        self.instance_id = instance.id
+        self.instance_arn = instance.arn
+        self.private_ip = instance.private_ip
+        self.role_name = iam.role.name
+        self.register_outputs({
+            "instance_id": self.instance_id,
+            "instance_arn": self.instance_arn,
+            "private_ip": self.private_ip,
+            "role_name": self.role_name,
+        })

@@ -1,0 +1,297 @@
+"""GPU workers, through the whole program under mocks."""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import json
+import re
+
+import pytest
+import yaml
+
+from components import k3s_pki
+from components.gpu_worker import DLAMI_PARAMETER
+from tests import iam_sim
+from tests.test_lighthouse import PARAMETER_ARN, ami_answer, role_documents
+from tools import harness, mocks
+
+TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate"
+VOLUME = "aws:ebs/volume:Volume"
+
+
+def worker(plan, host: str, type_token: str, suffix: str):
+    (found,) = [r for r in plan.of_type(type_token) if r.name == f"hybrid-llm-dev-{host}-{suffix}"]
+    return found
+
+
+def template(plan, host="gpu-0"):
+    return worker(plan, host, TEMPLATE, "lt").plain()
+
+
+def boot_files(script: str) -> dict[str, str]:
+    """The files a first-boot script writes: path -> content."""
+    pattern = re.compile(r"^put_file \d{4} '([^']+)' <<'(\w+)'\n(.*?)\n\2$", re.MULTILINE | re.DOTALL)
+    return {m.group(1): m.group(3) for m in pattern.finditer(script)}
+
+
+def unit(plan, host: str, name: str) -> dict[str, dict[str, str]]:
+    """A systemd unit as section -> key -> value (a repeated key keeps the last;
+    backslash continuations are joined as systemd joins them)."""
+    text = boot_files(plan.file(f"workers/{host}/boot.sh").content)[f"/etc/systemd/system/{name}"]
+    sections: dict[str, dict[str, str]] = {}
+    current: dict[str, str] = {}
+    for line in text.replace("\\\n", " ").splitlines():
+        if line.startswith("[") and line.endswith("]"):
+            current = sections.setdefault(line[1:-1], {})
+        elif "=" in line:
+            key, value = line.split("=", 1)
+            current[key] = value
+    return sections
+
+
+def test_spot_is_persistent_and_stops_on_interruption(dev_plan):
+    assert template(dev_plan)["instanceMarketOptions"] == {
+        "marketType": "spot",
+        "spotOptions": {"spotInstanceType": "persistent", "instanceInterruptionBehavior": "stop",
+                        "validUntil": "2099-01-01T00:00:00Z"},
+    }
+
+
+def test_spot_max_price_and_on_demand(run_program):
+    priced = run_program({"hybrid-llm:gpuSpotMaxPrice": "0.25"})
+    assert template(priced)["instanceMarketOptions"]["spotOptions"]["maxPrice"] == "0.25"
+    on_demand = run_program({"hybrid-llm:gpuSpot": "false"})
+    assert "instanceMarketOptions" not in template(on_demand)
+
+
+def test_launch_template_machine(run_program):
+    plan = run_program({"hybrid-llm:gpuRootVolumeGiB": "150", "hybrid-llm:gpuInstanceType": "g5.xlarge"})
+    lt = template(plan)
+    assert lt["imageId"] == ami_answer(DLAMI_PARAMETER)
+    assert lt["instanceType"] == "g5.xlarge"
+    assert lt["metadataOptions"] == {"httpEndpoint": "enabled", "httpTokens": "required",
+                                     "httpPutResponseHopLimit": 2}
+    (root,) = lt["blockDeviceMappings"]
+    assert root["deviceName"] == "/dev/sda1"
+    assert root["ebs"] == {"volumeType": "gp3", "volumeSize": 150, "encrypted": "true",
+                           "deleteOnTermination": "true"}
+    (profile,) = [r for r in plan.of_type("aws:iam/instanceProfile:InstanceProfile")
+                  if r.name == "hybrid-llm-dev-gpu-0-profile"]
+    assert lt["iamInstanceProfile"] == {"arn": profile.state["arn"]}
+    assert base64.b64decode(lt["userData"]).decode() == plan.file("workers/gpu-0/boot.sh").content
+    tagged = {spec["resourceType"]: spec["tags"]["Worker"] for spec in lt["tagSpecifications"]}
+    assert tagged == {"instance": "gpu-0", "volume": "gpu-0"}
+
+
+def test_ami_override_and_its_root_device(monkeypatch, run_program):
+    answer = mocks._INVOKES["aws:ec2/getAmi:getAmi"]
+    asked = []
+
+    def other_root(m, args):
+        asked.append(args["filters"])
+        return {**answer(m, args), "rootDeviceName": "/dev/xvda"}
+
+    monkeypatch.setitem(mocks._INVOKES, "aws:ec2/getAmi:getAmi", other_root)
+    plan = run_program({"hybrid-llm:gpuAmiId": "ami-0123456789abcdef0"})
+    lt = template(plan)
+    assert lt["imageId"] == "ami-0123456789abcdef0"
+    assert asked == [[{"name": "image-id", "values": ["ami-0123456789abcdef0"]}]]
+    assert lt["blockDeviceMappings"][0]["deviceName"] == "/dev/xvda", "the root mapping follows the AMI"
+
+
+def test_instance_launches_from_the_template_with_a_public_ip(dev_plan):
+    instance = worker(dev_plan, "gpu-0", "aws:ec2/instance:Instance", "instance").plain()
+    lt = worker(dev_plan, "gpu-0", TEMPLATE, "lt")
+    (subnet,) = dev_plan.of_type("aws:ec2/subnet:Subnet")
+    group = next(r for r in dev_plan.of_type("aws:ec2/securityGroup:SecurityGroup") if r.name.endswith("-worker-sg"))
+    assert instance["launchTemplate"] == {"id": lt.id, "version": str(lt.state["latestVersion"])}
+    assert instance["subnetId"] == subnet.id
+    assert instance["vpcSecurityGroupIds"] == [group.id]
+    assert instance["associatePublicIpAddress"] is True
+    assert dev_plan.of_type("aws:ec2/natGateway:NatGateway") == []
+
+
+def test_model_volume_encrypted_in_the_instance_az_and_attached(run_program):
+    plan = run_program({"hybrid-llm:gpuWorkers": "2", "hybrid-llm:modelVolumeGiB": "250"})
+    for host in ("gpu-0", "gpu-1"):
+        volume = worker(plan, host, VOLUME, "models")
+        instance = worker(plan, host, "aws:ec2/instance:Instance", "instance")
+        assert (volume.inputs["type"], volume.inputs["encrypted"], volume.inputs["size"]) == ("gp3", True, 250)
+        assert volume.inputs["availabilityZone"] == instance.state["availabilityZone"]
+        attachment = worker(plan, host, "aws:ec2/volumeAttachment:VolumeAttachment", "models-attachment")
+        assert (attachment.inputs["instanceId"], attachment.inputs["volumeId"]) == (instance.id, volume.id)
+        assert attachment.inputs["stopInstanceBeforeDetaching"] is True
+        assert plan.outputs["modelVolumeIds"].value[host] == volume.id
+        assert plan.outputs["workerInstanceIds"].value[host] == instance.id
+
+
+def _protected(monkeypatch, run_program, overrides) -> dict[str, bool]:
+    """Run the program and note `protect` of every registered resource by name."""
+    seen: dict[str, bool] = {}
+    register = harness._RecordingMonitor.RegisterResource
+
+    def spy(self, request):
+        seen[request.name] = request.protect
+        return register(self, request)
+
+    monkeypatch.setattr(harness._RecordingMonitor, "RegisterResource", spy)
+    run_program(overrides)
+    return seen
+
+
+def test_model_volume_protection_follows_config(monkeypatch, run_program):
+    assert _protected(monkeypatch, run_program, {})["hybrid-llm-dev-gpu-0-models"] is False
+    seen = _protected(monkeypatch, run_program, {"hybrid-llm:protectModelVolume": "true"})
+    assert seen["hybrid-llm-dev-gpu-0-models"] is True
+    assert seen["hybrid-llm-dev-gpu-0-instance"] is False
+
+
+def test_boot_mounts_the_volume_by_its_id(dev_plan):
+    volume = worker(dev_plan, "gpu-0", VOLUME, "models")
+    boot = dev_plan.file("workers/gpu-0/boot.sh").content
+    script = boot_files(boot)["/usr/local/sbin/hybrid-llm-model-volume"]
+    expected = "/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_" + volume.id.replace("-", "")
+    assert f'DEVICE="{expected}"' in script
+    assert not re.search(r"/dev/(nvme\d|xvd|sd[a-z])", script), "never a guessed device name"
+
+
+def test_k3s_flags(run_program):
+    plan = run_program({"hybrid-llm:gpuWorkers": "2", "hybrid-llm:gpuClusterPodCidr": "10.60.0.0/16",
+                        "hybrid-llm:gpuClusterServiceCidr": "10.61.0.0/20"})
+    for host, ip in plan.outputs["workerNebulaIps"].value.items():
+        exec_start = unit(plan, host, "k3s.service")["Service"]["ExecStart"]
+        words = exec_start.split()
+        assert words[:2] == ["/usr/local/bin/k3s", "server"]
+        flags = dict(w[2:].split("=", 1) for w in words[2:])
+        assert flags["node-ip"] == flags["advertise-address"] == flags["tls-san"] == ip
+        assert flags["node-name"] == host
+        assert flags["flannel-iface"] == "nebula1"
+        assert flags["cluster-cidr"] == "10.60.0.0/16" and flags["service-cidr"] == "10.61.0.0/20"
+        assert ipaddress.ip_address(flags["cluster-dns"]) in ipaddress.ip_network("10.61.0.0/20")
+        assert flags["default-runtime"] == "nvidia"
+        wait = boot_files(plan.file(f"workers/{host}/boot.sh").content)["/usr/local/sbin/hybrid-llm-wait-nebula"]
+        assert f'ADDRESS="{ip}"' in wait
+
+
+def test_k3s_starts_only_after_nebula_is_up_and_its_files_are_in_place(dev_plan):
+    k3s = unit(dev_plan, "gpu-0", "k3s.service")["Unit"]
+    before_k3s = {"hybrid-llm-nebula-ready.service", "hybrid-llm-k3s-tls.service", "hybrid-llm-model-volume.service"}
+    assert before_k3s <= set(k3s["Requires"].split()) and before_k3s <= set(k3s["After"].split())
+    ready = unit(dev_plan, "gpu-0", "hybrid-llm-nebula-ready.service")
+    assert ready["Unit"]["Requires"] == ready["Unit"]["After"] == "nebula.service"
+    assert ready["Service"]["ExecStart"] == "/usr/local/sbin/hybrid-llm-wait-nebula"
+    nebula = unit(dev_plan, "gpu-0", "nebula.service")
+    assert "hybrid-llm-nebula-config.service" in nebula["Unit"]["Requires"].split()
+    assert nebula["Service"]["Restart"] == "always"
+
+
+def test_every_start_reads_the_hosts_own_files_from_ssm(dev_plan):
+    nebula = unit(dev_plan, "gpu-0", "hybrid-llm-nebula-config.service")["Service"]["ExecStart"].split()
+    assert nebula[:3] == ["/usr/local/sbin/hybrid-llm-ssm-fetch", "/hybrid-llm/dev/hosts/gpu-0/nebula", "/etc/nebula"]
+    assert set(nebula[3:]) == {"ca.crt:0644", "host.crt:0644", "host.key:0600", "config.yml:0644"}
+
+    tls = unit(dev_plan, "gpu-0", "hybrid-llm-k3s-tls.service")["Service"]["ExecStart"].split()
+    prefix = "/hybrid-llm/dev/hosts/gpu-0/k3s"
+    assert tls[:3] == ["/usr/local/sbin/hybrid-llm-ssm-fetch", prefix, "/var/lib/rancher/k3s/server/tls"]
+    fetched = {spec.rsplit(":", 1)[0] for spec in tls[3:]}
+    stored = {p.inputs["name"][len(prefix) + 1:] for p in dev_plan.of_type("aws:ssm/parameter:Parameter")
+              if p.inputs["name"].startswith(prefix + "/")}
+    assert fetched == stored == {f for f, _ in k3s_pki.tls_files()}
+    assert all(spec.endswith(":0600") for spec in tls[3:] if ".key:" in spec)
+
+
+def test_only_units_run_at_later_starts(dev_plan):
+    """Everything that downloads is in the first-boot script; the units enabled
+    for later starts only fetch SSM parameters and mount."""
+    boot = dev_plan.file("workers/gpu-0/boot.sh").content
+    files = boot_files(boot)
+    for path, content in files.items():
+        if path.startswith("/etc/systemd/system/"):
+            assert "curl" not in content and "install_release" not in content
+    assert "systemctl enable nebula.service k3s.service hybrid-llm-activity.timer" in boot
+    for path in ("/usr/local/sbin/hybrid-llm-model-volume", "/usr/local/sbin/hybrid-llm-ssm-fetch"):
+        assert "curl" not in files[path]
+
+
+def test_activity_agent_and_its_timer(dev_plan):
+    files = boot_files(dev_plan.file("workers/gpu-0/boot.sh").content)
+    agent = files["/usr/local/sbin/hybrid-llm-activity"]
+    assert 'NAMESPACE="HybridLLM"' in agent
+    assert '"MetricName\\":\\"Activity\\"' in agent and '"MetricName\\":\\"GpuUtilization\\"' in agent
+    assert "/api/ps" in agent and "nvidia-smi --query-gpu=utilization.gpu" in agent
+    timer = unit(dev_plan, "gpu-0", "hybrid-llm-activity.timer")["Timer"]
+    assert timer["OnUnitActiveSec"] == "1min"
+
+
+def test_role_reads_only_own_parameters_and_publishes_only_its_namespace(run_program):
+    plan = run_program({"hybrid-llm:gpuWorkers": "2"})
+    documents = role_documents(plan, "gpu-0")
+    for own in ("gpu-0/nebula/host.key", "gpu-0/k3s/server-ca.key", "gpu-0/k3s/etcd/peer-ca.key"):
+        assert iam_sim.allowed(documents, "ssm:GetParameter", f"{PARAMETER_ARN}/{own}")
+    for other in ("gpu-1/nebula/host.key", "gpu-1/k3s/client-ca.key", "lighthouse/nebula/host.key"):
+        assert not iam_sim.allowed(documents, "ssm:GetParameter", f"{PARAMETER_ARN}/{other}")
+        assert not iam_sim.allowed(documents, "ssm:GetParametersByPath", f"{PARAMETER_ARN}/{other}")
+    assert iam_sim.allowed(documents, "cloudwatch:PutMetricData", "*", {"cloudwatch:namespace": "HybridLLM"})
+    assert not iam_sim.allowed(documents, "cloudwatch:PutMetricData", "*", {"cloudwatch:namespace": "AWS/EC2"})
+    assert not iam_sim.allowed(documents, "cloudwatch:PutMetricData", "*", {})
+    rendered = json.loads(plan.file("iam/gpu-0/metrics.json").content)
+    assert rendered["Statement"][0]["Condition"] == {"StringEquals": {"cloudwatch:namespace": "HybridLLM"}}
+
+
+def test_no_wildcard_action_and_writes_are_conditioned(run_program):
+    plan = run_program({"hybrid-llm:gpuWorkers": "2"})
+    for policy in plan.of_type("aws:iam/rolePolicy:RolePolicy"):
+        for statement in json.loads(policy.inputs["policy"])["Statement"]:
+            actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+            assert all("*" not in a for a in actions), policy.name
+            writes = [a for a in actions if not a.split(":")[1].startswith(("Get", "List", "Describe"))]
+            if statement["Effect"] == "Allow" and writes:
+                assert statement.get("Resource") != "*" or "Condition" in statement, policy.name
+
+
+@pytest.mark.parametrize("host", ["gpu-0", "gpu-1"])
+def test_outputs_per_worker(run_program, host):
+    plan = run_program({"hybrid-llm:gpuWorkers": "2"})
+    assert plan.outputs["workerNebulaIps"].value == {"gpu-0": "10.42.2.1", "gpu-1": "10.42.2.2"}
+    assert plan.outputs["kubeconfigs"].secret is True
+    assert set(plan.outputs["kubeconfigs"].value) == {"gpu-0", "gpu-1"}
+    for name in ("workerInstanceIds", "modelVolumeIds", "workerNebulaIps"):
+        assert plan.outputs[name].secret is False
+        assert host in plan.outputs[name].value
+
+
+@pytest.mark.parametrize("host", ["lighthouse", "gpu-0"])
+def test_fetched_nebula_files_are_the_meshs_parameters_and_match_its_config(dev_plan, host):
+    boot = dev_plan.file("lighthouse/boot.sh" if host == "lighthouse" else f"workers/{host}/boot.sh").content
+    files = boot_files(boot)
+    exec_start = files["/etc/systemd/system/hybrid-llm-nebula-config.service"].split("ExecStart=")[1].split()
+    prefix, directory, specs = exec_start[1], exec_start[2], exec_start[3:]
+    parameters = {p.inputs["name"]: p for p in dev_plan.of_type("aws:ssm/parameter:Parameter")
+                  if p.inputs["name"].startswith(prefix + "/")}
+    assert {f"{prefix}/{spec.rsplit(':', 1)[0]}" for spec in specs} == set(parameters)
+    assert parameters[f"{prefix}/host.key"].inputs["type"] == "SecureString"
+    stored = parameters[f"{prefix}/config.yml"].plain()
+    config = yaml.safe_load(stored.get("insecureValue", stored.get("value")))
+    assert {config["pki"][k] for k in ("ca", "cert", "key")} == {f"{directory}/{n}" for n in ("ca.crt", "host.crt", "host.key")}
+    assert f"-config {directory}/config.yml" in files["/etc/systemd/system/nebula.service"]
+    if host != "lighthouse":
+        assert f'IFACE="{config["tun"]["dev"]}"' in files["/usr/local/sbin/hybrid-llm-wait-nebula"]
+
+
+def test_instances_boot_only_after_their_parameters_exist(monkeypatch, run_program):
+    dependencies: dict[str, set[str]] = {}
+    register = harness._RecordingMonitor.RegisterResource
+
+    def spy(self, request):
+        dependencies[request.name] = set(request.dependencies)
+        return register(self, request)
+
+    monkeypatch.setattr(harness._RecordingMonitor, "RegisterResource", spy)
+    plan = run_program({})
+    for host, instance in (("lighthouse", "hybrid-llm-dev-lighthouse-instance"),
+                           ("gpu-0", "hybrid-llm-dev-gpu-0-instance")):
+        own = {p.urn for p in plan.of_type("aws:ssm/parameter:Parameter")
+               if p.inputs["name"].startswith(f"/hybrid-llm/dev/hosts/{host}/")}
+        assert len(own) >= 4
+        assert own <= dependencies[instance], host

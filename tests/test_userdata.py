@@ -1,0 +1,286 @@
+"""Boot scripts and manifests as rendered: shellcheck, no secrets, manifest
+schemas, and the per-start scripts run for real (a network namespace for the
+Nebula wait, a loop device for the model volume)."""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import re
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from components import hostboot
+from tests.conftest import ROOT, require_root, require_tool
+from tests.test_gpu_worker import boot_files
+from tools import harness, mocks
+
+KUBERNETES_VERSION = "1.34"        # k3s v1.34 (components/versions.py)
+_RFC1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+# The HelmChart fields we use, with the types of helm-controller's CRD
+# (k3s-io/helm-controller pkg/crds/yaml/generated/helm.cattle.io_helmcharts.yaml).
+HELMCHART_SCHEMA = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "helm.cattle.io/v1"},
+        "kind": {"const": "HelmChart"},
+        "metadata": {"type": "object", "required": ["name", "namespace"]},
+        "spec": {
+            "type": "object",
+            "required": ["chart"],
+            "additionalProperties": False,
+            "properties": {
+                "chart": {"type": "string"}, "repo": {"type": "string"}, "version": {"type": "string"},
+                "targetNamespace": {"type": "string"}, "createNamespace": {"type": "boolean"},
+                "valuesContent": {"type": "string"}, "bootstrap": {"type": "boolean"},
+                "failurePolicy": {"enum": ["abort", "reinstall"]}, "timeout": {"type": "string"},
+            },
+        },
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def plan():
+    return harness.run_stack("dev", {"hybrid-llm:gpuWorkers": "2",
+                                     "hybrid-llm:lighthouseInstanceType": "t3.micro"})
+
+
+def user_data(plan) -> dict[str, str]:
+    """What each instance receives as user data, decoded."""
+    out = {}
+    for instance in plan.of_type("aws:ec2/instance:Instance"):
+        if "userData" in instance.inputs:
+            out[instance.name] = instance.inputs["userData"]
+    for lt in plan.of_type("aws:ec2/launchTemplate:LaunchTemplate"):
+        out[lt.name] = mocks.decode_user_data(lt.inputs["userData"])
+    return out
+
+
+def scripts(plan) -> dict[str, str]:
+    """Every shell script that reaches an instance: the boot scripts and the
+    scripts they install."""
+    found = {}
+    for item in plan.files:
+        if item.path.endswith("boot.sh"):
+            found[item.path] = item.content
+            for path, content in boot_files(item.content).items():
+                if content.startswith("#!"):
+                    found[f"{item.path}:{path}"] = content
+    return found
+
+
+def test_there_is_user_data_for_every_host(plan):
+    assert set(user_data(plan)) == {"hybrid-llm-dev-lighthouse-instance", "hybrid-llm-dev-gpu-0-lt",
+                                    "hybrid-llm-dev-gpu-1-lt"}
+
+
+def test_user_data_fits_the_ec2_limit(plan):
+    for name, text in user_data(plan).items():
+        assert len(text.encode()) <= 16384, f"{name}: EC2 accepts at most 16 KiB of user data"
+
+
+def test_every_script_passes_shellcheck(plan, tmp_path):
+    shellcheck = require_tool("shellcheck")
+    found = scripts(plan)
+    assert len(found) >= 8
+    for name, content in found.items():
+        path = tmp_path / (re.sub(r"[^A-Za-z0-9.]+", "_", name))
+        path.write_text(content)
+        result = subprocess.run([shellcheck, "--severity=style", "--shell=bash", str(path)],
+                                capture_output=True, text=True)
+        assert result.returncode == 0, f"{name}\n{result.stdout}"
+
+
+def test_no_secret_reaches_user_data(plan):
+    secrets = [p.plain()["value"] for p in plan.of_type("aws:ssm/parameter:Parameter")
+               if p.inputs.get("type") == "SecureString"]
+    secrets += list(plan.outputs["kubeconfigs"].value.values())
+    assert len(secrets) >= 2 * 11
+    for name, text in user_data(plan).items():
+        assert "PRIVATE KEY" not in text and "BEGIN CERTIFICATE" not in text, name
+        assert not re.search(r"(?i)(password|passwd|K3S_TOKEN|--token|aws_secret_access_key)", text), name
+        for secret in secrets:
+            for line in secret.strip().splitlines():
+                if len(line) >= 24 and "-----" not in line:
+                    assert line not in text, f"{name} carries a line of a secret"
+
+
+def test_downloads_are_pinned_and_verified(plan):
+    from components import versions
+    for item in plan.files:
+        if not item.path.endswith("boot.sh"):
+            continue
+        urls = re.findall(r'install_release \w+ "([^"]+)" "([0-9a-f]{64})"', item.content)
+        assert urls, item.path
+        pinned = {(p.urls[a], p.sha256[a]) for p in (versions.NEBULA, versions.K3S) for a in p.urls}
+        assert set(urls) <= pinned, item.path
+    worker = plan.file("workers/gpu-0/boot.sh").content
+    assert f'"{versions.K3S.url("amd64")}" "{versions.K3S.digest("amd64")}"' in worker
+
+
+def test_manifests_are_valid_and_named_for_k3s(plan):
+    manifests = [f for f in plan.files if "/manifests/" in f.path]
+    assert {Path(f.path).name for f in manifests} >= {"nvidia-device-plugin.yaml", "ollama-models-pv.yaml"}
+    for item in manifests:
+        assert _RFC1123.match(Path(item.path).stem), item.path
+        for document in yaml.safe_load_all(item.content):
+            if document["apiVersion"] == "helm.cattle.io/v1":
+                jsonschema.validate(document, HELMCHART_SCHEMA)
+            else:
+                kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
+            assert _RFC1123.match(document["metadata"]["name"])
+        files = boot_files(plan.file(item.path.split("/manifests/")[0] + "/boot.sh").content)
+        on_instance = f"/var/lib/rancher/k3s/server/manifests/{Path(item.path).name}"
+        assert files[on_instance].strip() == item.content.strip()
+
+
+def test_schema_check_catches_a_broken_manifest():
+    broken = {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "x"},
+              "spec": {"capacity": {"storage": "1Gi"}, "accessModes": "ReadWriteOnce"}}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, KUBERNETES_VERSION, strict=True)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"apiVersion": "helm.cattle.io/v1", "kind": "HelmChart", "metadata":
+                             {"name": "x", "namespace": "y"}, "spec": {"chart": "c", "values": {}}},
+                            HELMCHART_SCHEMA)
+
+
+def test_templates_refuse_missing_and_unused_values():
+    with pytest.raises(ValueError, match="missing values \\['address'"):
+        hostboot.render("wait-nebula.sh", {"iface": "nebula1", "timeout_seconds": 1})
+    with pytest.raises(ValueError, match="unused values \\['surplus'\\]"):
+        hostboot.render("units/nebula.service", {"nebula_dir": "/etc/nebula", "surplus": 1})
+
+
+# --- the per-start scripts, run for real ----------------------------------------------
+
+
+def _render_to(tmp_path: Path, template: str, values: dict) -> Path:
+    path = tmp_path / template.replace("/", "_")
+    path.write_text(hostboot.render(template, values))
+    path.chmod(0o755)
+    return path
+
+
+def test_wait_nebula_returns_once_the_interface_has_the_address(tmp_path):
+    require_root("creates a network namespace with a tun device named nebula1, as Nebula makes")
+    ip = require_tool("ip")
+    script = _render_to(tmp_path, "wait-nebula.sh",
+                        {"iface": "nebula1", "address": "10.42.2.1", "timeout_seconds": 3})
+    namespace = f"hl-{uuid.uuid4().hex[:8]}"
+    subprocess.run([ip, "netns", "add", namespace], check=True)
+    try:
+        def run() -> subprocess.CompletedProcess:
+            return subprocess.run([ip, "netns", "exec", namespace, "bash", str(script)],
+                                  capture_output=True, text=True, timeout=30)
+
+        missing = run()
+        assert missing.returncode == 1 and "nebula1 has no address 10.42.2.1" in missing.stderr
+        subprocess.run([ip, "netns", "exec", namespace, ip, "tuntap", "add", "dev", "nebula1", "mode", "tun"],
+                       check=True)
+        subprocess.run([ip, "-n", namespace, "addr", "add", "10.42.2.10/16", "dev", "nebula1"], check=True)
+        assert run().returncode == 1, "another address (10.42.2.10 contains 10.42.2.1 as a prefix) is not ours"
+        subprocess.run([ip, "-n", namespace, "addr", "add", "10.42.2.1/16", "dev", "nebula1"], check=True)
+        assert run().returncode == 0
+    finally:
+        subprocess.run([ip, "netns", "delete", namespace], check=False)
+
+
+@pytest.fixture
+def loop_device(tmp_path):
+    require_root("attaches a loop device")
+    losetup = require_tool("losetup")
+    for tool in ("blkid", "mkfs.ext4", "mount", "umount", "mountpoint"):
+        require_tool(tool)
+    image = tmp_path / "volume.img"
+    image.write_bytes(b"")
+    subprocess.run(["truncate", "-s", "64M", str(image)], check=True)
+    device = subprocess.run([losetup, "--find", "--show", str(image)], check=True,
+                            capture_output=True, text=True).stdout.strip()
+    yield device
+    subprocess.run([losetup, "--detach", device], check=False)
+
+
+def _model_volume(tmp_path: Path, device: str, mountpoint: Path) -> subprocess.CompletedProcess:
+    script = _render_to(tmp_path, "model-volume.sh", {"device": device, "mountpoint": mountpoint,
+                                                      "label": "hybrid-models", "timeout_seconds": 2})
+    return subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=60)
+
+
+def test_model_volume_is_formatted_once_and_keeps_its_models(tmp_path, loop_device):
+    mountpoint = tmp_path / "models"
+    try:
+        first = _model_volume(tmp_path, loop_device, mountpoint)
+        assert first.returncode == 0, first.stderr
+        assert "creating an ext4 filesystem" in first.stderr
+        (mountpoint / "llama3.2-3b.bin").write_text("weights")
+        assert _model_volume(tmp_path, loop_device, mountpoint).returncode == 0, "mounted: a no-op"
+        subprocess.run(["umount", str(mountpoint)], check=True)
+
+        again = _model_volume(tmp_path, loop_device, mountpoint)       # the next start / a new instance
+        assert again.returncode == 0, again.stderr
+        assert "creating" not in again.stderr
+        assert (mountpoint / "llama3.2-3b.bin").read_text() == "weights"
+    finally:
+        subprocess.run(["umount", str(mountpoint)], check=False)
+
+
+def test_model_volume_never_formats_a_device_that_holds_something_else(tmp_path, loop_device):
+    # An MBR partition table (one Linux partition), no filesystem on the disk itself.
+    table = bytearray(512)
+    table[446:462] = bytes([0, 0, 0, 0, 0x83, 0, 0, 0]) + (2048).to_bytes(4, "little") + (4096).to_bytes(4, "little")
+    table[510:512] = b"\x55\xaa"
+    with open(loop_device, "r+b") as disk:
+        disk.write(table)
+    result = _model_volume(tmp_path, loop_device, tmp_path / "models")
+    assert result.returncode == 1
+    assert "not touching it" in result.stderr
+    probe = subprocess.run(["blkid", "-p", "-o", "export", loop_device], capture_output=True, text=True)
+    assert "PTTYPE=dos" in probe.stdout and "TYPE=ext4" not in probe.stdout
+
+
+def test_model_volume_waits_for_the_device_then_fails_clearly(tmp_path):
+    result = _model_volume(tmp_path, "/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_vol0000missing",
+                           tmp_path / "models")
+    assert result.returncode == 1
+    assert "is not attached after 2s" in result.stderr
+
+
+# --- the offline plan tool shows it all -------------------------------------------------
+
+
+def _render(tmp_path: Path, *extra: str) -> Path:
+    out = tmp_path / "render"
+    result = subprocess.run([sys.executable, str(ROOT / "tools" / "plan.py"), "--render", str(out), *extra],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def test_plan_render_shows_boot_scripts_and_redacted_kubeconfigs(tmp_path):
+    out = _render(tmp_path)
+    assert (out / "lighthouse" / "boot.sh").read_text().startswith("#!/bin/bash")
+    assert (out / "workers" / "gpu-0" / "boot.sh").read_text().startswith("#!/bin/bash")
+    assert (out / "iam" / "gpu-0" / "parameters.json").is_file()
+    kubeconfig = (out / "workers" / "gpu-0" / "kubeconfig.yaml").read_text()
+    assert kubeconfig.startswith("[secret")
+    assert (out / "workers" / "gpu-0" / "kubeconfig.yaml").stat().st_mode & 0o077 == 0
+
+
+def test_plan_render_with_secrets_writes_a_working_kubeconfig(tmp_path):
+    out = _render(tmp_path, "--show-secrets")
+    config = yaml.safe_load((out / "workers" / "gpu-0" / "kubeconfig.yaml").read_text())
+    server = config["clusters"][0]["cluster"]["server"]
+    assert server == "https://10.42.2.1:6443"
+    assert ipaddress.ip_address(server.split("//")[1].split(":")[0]) in ipaddress.ip_network("10.42.0.0/16")
+    assert base64.b64decode(config["users"][0]["user"]["client-key-data"]).startswith(b"-----BEGIN")

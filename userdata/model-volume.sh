@@ -1,0 +1,46 @@
+#!/bin/bash
+# Every start: mount the model volume, found by its EBS volume id (names like
+# nvme1n1 are not stable, and on some GPU families that is an instance-store
+# disk). Formats only a device on which blkid finds nothing at all, so models
+# on an existing volume survive a new instance.
+set -euo pipefail
+readonly DEVICE="@@{device}" MOUNTPOINT="@@{mountpoint}" LABEL="@@{label}"
+readonly TIMEOUT=@@{timeout_seconds}
+
+waited=0
+until [[ -b $DEVICE ]]; do
+  if ((waited >= TIMEOUT)); then
+    echo "model volume $DEVICE is not attached after ${TIMEOUT}s" >&2
+    exit 1
+  fi
+  sleep 1
+  waited=$((waited + 1))
+done
+
+if mountpoint -q "$MOUNTPOINT"; then
+  exit 0
+fi
+
+probe=0
+found=$(blkid -p -o export "$DEVICE") || probe=$?
+case $probe in
+  0)
+    fstype=$(sed -n 's/^TYPE=//p' <<<"$found")
+    if [[ -z $fstype ]]; then
+      echo "$DEVICE holds something other than a filesystem; not touching it" >&2
+      exit 1
+    fi
+    ;;
+  2)
+    echo "$DEVICE is blank: creating an ext4 filesystem" >&2
+    mkfs.ext4 -q -L "$LABEL" "$DEVICE"
+    fstype=ext4
+    ;;
+  *)
+    echo "cannot probe $DEVICE (blkid exit $probe); not formatting" >&2
+    exit 1
+    ;;
+esac
+mkdir -p "$MOUNTPOINT"
+mount -t "$fstype" -o noatime "$DEVICE" "$MOUNTPOINT"
+echo "model volume mounted on $MOUNTPOINT ($fstype)" >&2

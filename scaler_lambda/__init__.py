@@ -1,0 +1,1 @@
+"""The scaler Lambda: `decision` decides, `handler` gathers inputs and acts."""

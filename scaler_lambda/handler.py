@@ -1,0 +1,167 @@
+"""The scaler Lambda's entry point: read the environment, gather each worker's
+state and activity with boto3, let `decision.decide` judge, act, and log one JSON
+line per decision.
+
+Each worker is handled on its own (its own DescribeInstances, GetMetricData and
+StopInstances), so an API failure on one is reported in the result and never
+blocks another. Throttling and transient errors are retried by botocore's
+`standard` retry mode; nothing here retries by hand. Clients are created on first
+use, so importing this module does no network or credential work.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from functools import cache
+from typing import Any, Callable, Mapping, Optional
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from scaler_lambda.decision import NONE, STOP, Decision, Settings, decide, window
+
+_BOTO_CONFIG = Config(retries={"mode": "standard", "max_attempts": 5},
+                      connect_timeout=5, read_timeout=10)
+PERIOD_SECONDS = 60
+
+
+class EnvError(ValueError):
+    """A broken environment contract: one line naming the variable."""
+
+
+@dataclass(frozen=True)
+class Env:
+    instance_ids: tuple[str, ...]
+    settings: Settings
+    namespace: str
+    metric_name: str
+    hibernate: bool
+
+
+def _whole(environ: Mapping[str, str], name: str, default: Optional[str], minimum: int) -> int:
+    raw = environ.get(name, default)
+    if raw is None:
+        raise EnvError(f"{name}: not set")
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise EnvError(f"{name}: expected a whole number, got {raw!r}") from None
+    if value < minimum:
+        kind = "a positive integer" if minimum > 0 else "0 (off) or more"
+        raise EnvError(f"{name}: must be {kind}, got {value}")
+    return value
+
+
+def read_env(environ: Mapping[str, str]) -> Env:
+    ids = tuple(i.strip() for i in environ.get("GPU_INSTANCE_IDS", "").split(",") if i.strip())
+    if not ids:
+        raise EnvError("GPU_INSTANCE_IDS: not set (comma-separated instance ids)")
+    hibernate = environ.get("HIBERNATE", "false").strip().lower()
+    if hibernate not in ("true", "false"):
+        raise EnvError(f"HIBERNATE: expected true or false, got {environ['HIBERNATE']!r}")
+    return Env(
+        instance_ids=ids,
+        settings=Settings(idle_minutes=_whole(environ, "IDLE_MINUTES", None, 1),
+                          max_run_hours=_whole(environ, "MAX_RUN_HOURS", "0", 0)),
+        namespace=environ.get("METRIC_NAMESPACE") or "HybridLLM",
+        metric_name=environ.get("METRIC_NAME") or "Activity",
+        hibernate=hibernate == "true",
+    )
+
+
+@cache
+def client(service: str) -> Any:
+    return boto3.client(service, config=_BOTO_CONFIG)
+
+
+def activity(cloudwatch: Any, env: Env, instance_id: str, now: datetime) -> dict[datetime, float]:
+    """The largest Activity value of each minute in the decision window."""
+    start, end = window(now, env.settings.idle_minutes)
+    points: dict[datetime, float] = {}
+    kwargs: dict[str, Any] = {}
+    while True:
+        page = cloudwatch.get_metric_data(
+            MetricDataQueries=[{
+                "Id": "activity",
+                "MetricStat": {
+                    "Metric": {"Namespace": env.namespace, "MetricName": env.metric_name,
+                               "Dimensions": [{"Name": "InstanceId", "Value": instance_id}]},
+                    "Period": PERIOD_SECONDS, "Stat": "Maximum",
+                },
+                "ReturnData": True,
+            }],
+            StartTime=start, EndTime=end, **kwargs,
+        )
+        for result in page["MetricDataResults"]:
+            for stamp, value in zip(result["Timestamps"], result["Values"]):
+                stamp = stamp if stamp.tzinfo else stamp.replace(tzinfo=timezone.utc)
+                points[stamp] = max(value, points.get(stamp, value))
+        if not page.get("NextToken"):
+            return points
+        kwargs = {"NextToken": page["NextToken"]}
+
+
+def stop_arguments(instance: Mapping[str, Any], hibernate: bool) -> dict[str, Any]:
+    """Hibernate only when asked and the instance was launched with hibernation
+    configured; otherwise StopInstances would fail or the request is a plain stop."""
+    kwargs: dict[str, Any] = {"InstanceIds": [instance["InstanceId"]]}
+    if hibernate and instance.get("HibernationOptions", {}).get("Configured"):
+        kwargs["Hibernate"] = True
+    return kwargs
+
+
+def decide_one(ec2: Any, cloudwatch: Any, env: Env, instance_id: str, now: datetime) -> dict[str, Any]:
+    reservations = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
+    instance = reservations[0]["Instances"][0]
+    launch = instance["LaunchTime"]
+    launch = launch if launch.tzinfo else launch.replace(tzinfo=timezone.utc)
+    state = instance["State"]["Name"]
+    # Metrics matter only for a running worker; the others are never acted on.
+    points = activity(cloudwatch, env, instance_id, now) if state == "running" else {}
+    verdict: Decision = decide(state, launch, points, now, env.settings)
+    entry = {"instance_id": instance_id, "action": verdict.action, "reason": verdict.reason}
+    if verdict.action == STOP:
+        kwargs = stop_arguments(instance, env.hibernate)
+        try:
+            ec2.stop_instances(**kwargs)
+        except (ClientError, BotoCoreError) as err:
+            return {**entry, "action": NONE, "reason": f"stop failed; wanted to: {verdict.reason}",
+                    "error": _describe(err)}
+        if kwargs.get("Hibernate"):
+            entry["reason"] += "; hibernated"
+    return entry
+
+
+def _describe(err: Exception) -> str:
+    return f"{type(err).__name__}: {err}"
+
+
+def run(environ: Mapping[str, str], *, now: Optional[datetime] = None,
+        make_client: Callable[[str], Any] = client) -> dict[str, Any]:
+    """One pass over every worker. `now` and `make_client` let tests control time
+    and endpoints."""
+    env = read_env(environ)
+    moment = now or datetime.now(timezone.utc)
+    ec2, cloudwatch = make_client("ec2"), make_client("cloudwatch")
+    decisions = []
+    for instance_id in env.instance_ids:
+        try:
+            entry = decide_one(ec2, cloudwatch, env, instance_id, moment)
+        except (ClientError, BotoCoreError, LookupError) as err:
+            entry = {"instance_id": instance_id, "action": NONE,
+                     "reason": "error: no decision this run", "error": _describe(err)}
+        # stdout reaches the log group line by line; the scaler's worker-errors
+        # metric filter counts the ERROR lines.
+        level = "ERROR" if "error" in entry else "INFO"
+        print(json.dumps({"at": moment.isoformat(), "level": level, **entry}, sort_keys=True), flush=True)
+        decisions.append(entry)
+    return {"decisions": decisions}
+
+
+def handler(event: Any, context: Any) -> dict[str, Any]:
+    """Lambda entry point (EventBridge schedule)."""
+    return run(os.environ)

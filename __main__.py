@@ -8,6 +8,13 @@ import pulumi_aws as aws
 
 from components.config import load_config
 from components.network import Network, NetworkArgs
+from components import inventory
+from components.nebula import NebulaMesh, NebulaMeshArgs
+from components.gpu_worker import GpuWorker, GpuWorkerArgs
+from components.lighthouse import Lighthouse, LighthouseArgs
+from components.scaler import Scaler, ScalerArgs
+from components import costs
+from components.budget import CostGuard, CostGuardArgs
 
 cfg = load_config()
 
@@ -27,8 +34,83 @@ network = Network(
     opts=on_aws,
 )
 
+mesh_hosts = inventory.hosts(cfg)
+mesh = NebulaMesh(
+    cfg.resource_prefix,
+    NebulaMeshArgs(
+        hosts=mesh_hosts, network=cfg.nebula_cidr, port=cfg.nebula_port,
+        lighthouse_public_ip=network.lighthouse_public_ip,
+        ssm_prefixes={h.name: inventory.ssm_prefix(cfg, h) for h in mesh_hosts if h.on_aws},
+        ca_validity_hours=cfg.nebula_ca_validity_hours,
+        cert_validity_hours=cfg.nebula_cert_validity_hours,
+        early_renewal_hours=cfg.nebula_early_renewal_hours,
+    ),
+    opts=on_aws,
+)
+
+lighthouse = Lighthouse(
+    f"{cfg.resource_prefix}-lighthouse",
+    LighthouseArgs(
+        instance_type=cfg.lighthouse_instance_type, region=cfg.region,
+        ssm_prefix=inventory.ssm_prefix(cfg, "lighthouse"),
+        subnet_id=network.subnet_id, security_group_id=network.lighthouse_security_group_id,
+        eip_allocation_id=network.lighthouse_eip_allocation_id,
+        disable_api_termination=cfg.lighthouse_disable_api_termination,
+        nebula_parameters=mesh.parameters["lighthouse"],
+    ),
+    opts=on_aws,
+)
+gpu_hosts = [h for h in mesh_hosts if h.role == "gpu"]
+workers = {
+    host.name: GpuWorker(
+        f"{cfg.resource_prefix}-{host.name}",
+        GpuWorkerArgs(
+            host=host.name, nebula_ip=host.overlay_ip, region=cfg.region,
+            ssm_prefix=inventory.ssm_prefix(cfg, host), instance_type=cfg.gpu_instance_type,
+            subnet_id=network.subnet_id, availability_zone=network.availability_zone,
+            security_group_id=network.worker_security_group_id,
+            pod_cidr=cfg.gpu_cluster_pod_cidr, service_cidr=cfg.gpu_cluster_service_cidr,
+            root_volume_gib=cfg.gpu_root_volume_gib, model_volume_gib=cfg.model_volume_gib,
+            spot=cfg.gpu_spot, spot_max_price=cfg.gpu_spot_max_price, ami_id=cfg.gpu_ami_id,
+            protect_model_volume=cfg.protect_model_volume,
+            nebula_parameters=mesh.parameters[host.name],
+        ),
+        opts=on_aws,
+    )
+    for host in gpu_hosts
+}
+
+scaler = Scaler(
+    f"{cfg.resource_prefix}-scaler",
+    ScalerArgs(
+        instance_ids=[w.instance_id for w in workers.values()],
+        instance_arns=[w.instance_arn for w in workers.values()],
+        idle_minutes=cfg.idle_minutes, schedule=cfg.scaler_schedule,
+        max_run_hours=cfg.max_run_hours, hibernate=cfg.gpu_hibernate,
+        name_prefix=cfg.resource_prefix,
+    ),
+    opts=on_aws,
+)
+
 pulumi.export("region", cfg.region)
 pulumi.export("vpcId", network.vpc_id)
 pulumi.export("subnetId", network.subnet_id)
 pulumi.export("availabilityZone", network.availability_zone)
 pulumi.export("lighthousePublicIp", network.lighthouse_public_ip)
+pulumi.export("nebulaIps", mesh.overlay_ips)
+pulumi.export("nebulaCaCert", mesh.ca_cert_pem)
+pulumi.export("lighthouseInstanceId", lighthouse.instance_id)
+pulumi.export("workerInstanceIds", {name: w.instance_id for name, w in workers.items()})
+pulumi.export("workerNebulaIps", {h.name: str(h.overlay_ip) for h in gpu_hosts})
+pulumi.export("kubeconfigs", pulumi.Output.secret({name: w.kubeconfig for name, w in workers.items()}))
+pulumi.export("modelVolumeIds", {name: w.model_volume_id for name, w in workers.items()})
+pulumi.export("scalerFunctionName", scaler.function_name)
+pulumi.export("scalerFunctionArn", scaler.function_arn)
+pulumi.export("scalerRuleArn", scaler.rule_arn)
+pulumi.export("scalerLogGroup", scaler.log_group_name)
+
+if cfg.budget_monthly_usd:
+    CostGuard(f"{cfg.resource_prefix}-cost", CostGuardArgs(cfg.budget_monthly_usd, cfg.budget_emails), opts=on_aws)
+bill = costs.try_bill(cfg)
+pulumi.export("costIdleMonthlyUsd", round(bill.idle_monthly_usd, 2) if bill else None)
+pulumi.export("costActiveHourlyUsd", round(bill.active_hourly_usd, 4) if bill else None)

@@ -87,6 +87,8 @@ class PlannedResource:
     inputs: dict           # secrets still wrapped (see `is_secret` / `plain`)
     state: dict            # what the mocks answered
     id: Optional[str]
+    protect: bool = False
+    retain_on_delete: bool = False
 
     def plain(self) -> dict:
         """Inputs with secrets unwrapped, for assertions."""
@@ -140,7 +142,20 @@ def _strip_secrets(value: Any, *, redact: bool) -> Any:
         return {k: _strip_secrets(v, redact=redact) for k, v in value.items()}
     if isinstance(value, list):
         return [_strip_secrets(v, redact=redact) for v in value]
+    if isinstance(value, (pulumi.Asset, pulumi.Archive)):
+        return _describe_asset(value)
     return value
+
+
+def _describe_asset(value: Any) -> dict:
+    """A JSON-friendly view of an asset or archive (the Lambda's code): kind and contents by name."""
+    if isinstance(value, pulumi.AssetArchive):
+        return {"archive": {k: _describe_asset(v) for k, v in sorted(value.assets.items())}}
+    if isinstance(value, (pulumi.FileAsset, pulumi.FileArchive)):
+        return {type(value).__name__: str(value.path)}
+    if isinstance(value, pulumi.StringAsset):
+        return {"StringAsset": f"{len(value.text)} characters"}
+    return {type(value).__name__: None}
 
 
 def redacted(value: Any) -> Any:
@@ -148,7 +163,8 @@ def redacted(value: Any) -> Any:
 
 
 class _RecordingMonitor(pulumi_mocks.MockMonitor):
-    """The stock mock monitor, plus what a plan needs: parent, custom, raw inputs."""
+    """The stock mock monitor, plus what a plan needs: parent, custom, raw inputs,
+    protect and retainOnDelete."""
 
     def __init__(self, mocks: pulumi.runtime.Mocks):
         super().__init__(mocks)
@@ -163,6 +179,7 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
                 parent=request.parent or None, custom=bool(request.custom),
                 inputs=rpc.deserialize_properties(request.object),
                 state=dict(registration.state), id=registration.id or None,
+                protect=bool(request.protect), retain_on_delete=bool(request.retainOnDelete),
             ))
         return response
 

@@ -16,6 +16,8 @@ from typing import Any, Callable, Optional
 import pulumi
 from pulumi.runtime import rpc
 
+from tools import tls_mocks
+
 ACCOUNT_ID = "123456789012"
 
 
@@ -210,6 +212,17 @@ def _lambda_function(m: AwsMocks, name: str, s: dict) -> str:
     return physical
 
 
+def _dynamic(m: AwsMocks, name: str, s: dict) -> str:
+    """A Python dynamic resource (the Nebula PKI): run its provider's real `create`."""
+    import dill
+    from pulumi.dynamic.dynamic import PROVIDER_KEY
+
+    provider = dill.loads(base64.b64decode(s[PROVIDER_KEY]))
+    result = provider.create({k: v for k, v in s.items() if k != PROVIDER_KEY})
+    s.update(result.outs or {})
+    return result.id
+
+
 _RESOURCES: dict[str, Callable[[AwsMocks, str, dict], str]] = {
     "aws:ec2/vpc:Vpc": _vpc,
     "aws:ec2/subnet:Subnet": _subnet,
@@ -230,12 +243,17 @@ _RESOURCES: dict[str, Callable[[AwsMocks, str, dict], str]] = {
     "aws:iam/policy:Policy": _named_global("iam", "policy"),
     "aws:iam/instanceProfile:InstanceProfile": _named_global("iam", "instance-profile"),
     "aws:iam/rolePolicy:RolePolicy": _role_policy,
+    "aws:iam/rolePolicyAttachment:RolePolicyAttachment": _prefixed("rpa", "iam", "role-policy-attachment"),
     "aws:ssm/parameter:Parameter": _ssm_parameter,
     "aws:cloudwatch/logGroup:LogGroup": _regional_named("logs", "log-group"),
     "aws:cloudwatch/eventRule:EventRule": _regional_named("events", "rule", "/"),
     "aws:cloudwatch/metricAlarm:MetricAlarm": _regional_named("cloudwatch", "alarm"),
     "aws:lambda/function:Function": _lambda_function,
+    "aws:budgets/budget:Budget": _named_global("budgets", "budget"),
 }
+# pulumi-tls answers with real keys and certificates.
+_RESOURCES.update(tls_mocks.RESOURCES)
+_RESOURCES["pulumi-python:dynamic:Resource"] = _dynamic
 
 
 # --- invokes -------------------------------------------------------------------
@@ -270,12 +288,21 @@ def _region(m: AwsMocks, args: dict) -> dict:
             "endpoint": f"ec2.{m.region}.amazonaws.com", "description": m.region}
 
 
+def _ami(m: AwsMocks, args: dict) -> dict:
+    """An AMI looked up by id: the Ubuntu-based Deep Learning AMIs boot from /dev/sda1."""
+    image = next((f["values"][0] for f in args.get("filters", []) if f["name"] == "image-id"), f"ami-{_hex('ami')}")
+    return {"id": image, "imageId": image, "rootDeviceName": "/dev/sda1", "rootDeviceType": "ebs",
+            "architecture": "x86_64", "virtualizationType": "hvm", "state": "available",
+            "arn": m.arn("ec2", f"image/{image}", account=""), "ownerId": "898082745236"}
+
+
 _INVOKES: dict[str, Callable[[AwsMocks, dict], dict]] = {
     "aws:index/getAvailabilityZones:getAvailabilityZones": _availability_zones,
     "aws:ssm/getParameter:getParameter": _ssm_get_parameter,
     "aws:index/getCallerIdentity:getCallerIdentity": _caller_identity,
     "aws:index/getPartition:getPartition": _partition,
     "aws:index/getRegion:getRegion": _region,
+    "aws:ec2/getAmi:getAmi": _ami,
 }
 
 

@@ -18,7 +18,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tools import harness  # noqa: E402
-from components.config import ConfigError, NAMESPACE  # noqa: E402
+from components import costs  # noqa: E402
+from components.config import ConfigError, NAMESPACE, parse  # noqa: E402
 
 EXIT_BAD_CONFIG = 2
 
@@ -104,6 +105,10 @@ def main(argv: list[str] | None = None) -> int:
     for name, out in sorted(plan.outputs.items()):
         value = "[secret]" if out.secret and not args.show_secrets else out.value
         print(f"  {name}: {json.dumps(value) if not isinstance(value, str) else value}")
+    try:
+        print("\n".join(costs.bill(parse(config, project=harness.PROJECT, stack=args.stack)).lines()))
+    except costs.UnpricedError as err:
+        print(f"Cost estimate: none ({err})")
 
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

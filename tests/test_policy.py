@@ -1,0 +1,370 @@
+"""The policy pack's rules over the mocked program (everything passes) and over a
+broken copy of each guarded resource (the right rule fires, naming the resource)."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import sys
+
+import pytest
+import yaml
+
+from conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "policy"))
+
+import pack  # noqa: E402
+import rules  # noqa: E402
+from pulumi_policy import EnforcementLevel, ResourceValidationArgs  # noqa: E402
+
+PEM_KEY = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIB3x\n-----END PRIVATE KEY-----"
+NEBULA_KEY = "-----BEGIN NEBULA X25519 PRIVATE KEY-----\nAAAA\n-----END NEBULA X25519 PRIVATE KEY-----"
+K3S_TOKEN = "K10" + "ab" * 32 + "::server:0123456789abcdef"
+
+
+def fired(rule: str, resource_type: str, props: dict, name: str, config=None) -> list[str]:
+    """The messages of one rule, each checked to name the resource."""
+    found = rules.violations(resource_type, props, name, config).get(rule, [])
+    assert all(m.startswith(f"{name}: ") for m in found), found
+    return found
+
+
+def planned(plan, resource_type: str, index: int = 0):
+    matching = plan.of_type(resource_type)
+    assert matching, f"the program declares no {resource_type}"
+    resource = matching[index]
+    return resource.name, copy.deepcopy(resource.plain())
+
+
+def lighthouse_instance(plan):
+    """The instance that carries its own settings (not launched from a template)."""
+    found = [r for r in plan.of_type(rules.INSTANCE) if not r.plain().get("launchTemplate")]
+    assert found, "no instance with its own metadata options"
+    return found[0].name, copy.deepcopy(found[0].plain())
+
+
+# --- the program passes -------------------------------------------------------------
+
+
+def test_every_rule_passes_on_the_dev_stack(dev_plan):
+    failures = {r.name: v for r in dev_plan.resources if (v := rules.violations(r.type, r.plain(), r.name))}
+    assert failures == {}
+
+
+@pytest.mark.parametrize("overrides", [
+    {"hybrid-llm:gpuSpot": "false", "hybrid-llm:gpuWorkers": "2"},
+    {"hybrid-llm:budgetMonthlyUsd": "40", "hybrid-llm:budgetEmails": '["ops@example.org"]',
+     "hybrid-llm:protectModelVolume": "true"},
+])
+def test_every_rule_passes_on_other_configs(run_program, overrides):
+    plan = run_program(overrides)
+    failures = {r.name: v for r in plan.resources if (v := rules.violations(r.type, r.plain(), r.name))}
+    assert failures == {}
+
+
+def test_the_dev_plan_holds_every_guarded_kind(dev_plan):
+    present = {r.type for r in dev_plan.resources}
+    required = {rules.INSTANCE, rules.LAUNCH_TEMPLATE, rules.VOLUME, rules.SG_INGRESS, rules.LOG_GROUP}
+    assert required - present == set()
+    assert present & {rules.ROLE_POLICY, rules.POLICY}
+
+
+# --- each rule fires on a broken resource ---------------------------------------------
+
+
+def test_imdsv2_optional_fires(dev_plan):
+    name, props = lighthouse_instance(dev_plan)
+    props["metadataOptions"]["httpTokens"] = "optional"
+    assert fired("imdsv2-required", rules.INSTANCE, props, name)
+    name, props = planned(dev_plan, rules.LAUNCH_TEMPLATE)
+    del props["metadataOptions"]
+    assert fired("imdsv2-required", rules.LAUNCH_TEMPLATE, props, name)
+
+
+def test_instance_from_a_template_is_judged_by_the_template(dev_plan):
+    from_template = [r for r in dev_plan.of_type(rules.INSTANCE) if r.plain().get("launchTemplate")]
+    assert from_template
+    props = copy.deepcopy(from_template[0].plain())
+    props.pop("metadataOptions", None)
+    assert rules.violations(rules.INSTANCE, props, "w") == {}
+    props["metadataOptions"] = {"httpTokens": "optional"}
+    assert fired("imdsv2-required", rules.INSTANCE, props, "w")
+
+
+def test_unencrypted_disks_fire(dev_plan):
+    name, props = planned(dev_plan, rules.VOLUME)
+    props["encrypted"] = False
+    assert fired("ebs-encrypted", rules.VOLUME, props, name) == [f"{name}: EBS volume is not encrypted"]
+
+    name, props = lighthouse_instance(dev_plan)
+    props["rootBlockDevice"]["encrypted"] = False
+    assert fired("ebs-encrypted", rules.INSTANCE, props, name)
+
+    name, props = planned(dev_plan, rules.LAUNCH_TEMPLATE)
+    props["blockDeviceMappings"][0]["ebs"]["encrypted"] = "false"
+    assert fired("ebs-encrypted", rules.LAUNCH_TEMPLATE, props, name)
+    props["blockDeviceMappings"] = []
+    assert fired("ebs-encrypted", rules.LAUNCH_TEMPLATE, props, name)
+
+
+def test_world_open_ingress_fires_except_nebula(dev_plan):
+    name, props = planned(dev_plan, rules.SG_INGRESS)
+    assert props["cidrIpv4"] == "0.0.0.0/0" and props["ipProtocol"] == "udp"
+    assert fired("no-open-ingress", rules.SG_INGRESS, props, name) == []
+
+    ssh = dict(props, ipProtocol="tcp", fromPort=22, toPort=22)
+    assert fired("no-open-ingress", rules.SG_INGRESS, ssh, name)
+    v6 = {k: v for k, v in props.items() if k != "cidrIpv4"} | {"cidrIpv6": "::/0", "fromPort": 4000, "toPort": 4300}
+    assert fired("no-open-ingress", rules.SG_INGRESS, v6, name)
+    # From the homelab's range only: not open to the world.
+    assert fired("no-open-ingress", rules.SG_INGRESS, dict(ssh, cidrIpv4="192.168.1.0/24"), name) == []
+
+
+def test_the_nebula_port_comes_from_the_pack_config(dev_plan):
+    name, props = planned(dev_plan, rules.SG_INGRESS)
+    moved = dict(props, fromPort=4243, toPort=4243)
+    assert fired("no-open-ingress", rules.SG_INGRESS, moved, name)
+    assert fired("no-open-ingress", rules.SG_INGRESS, moved, name, {"no-open-ingress": {"nebulaPort": 4243}}) == []
+
+
+def test_pack_config_file_matches_the_stack_port(dev_plan):
+    configured = json.loads((ROOT / "policy" / "config.json").read_text())["no-open-ingress"]["nebulaPort"]
+    assert str(configured) == dev_plan.config["hybrid-llm:nebulaPort"]
+
+
+def test_inline_and_legacy_security_group_rules_fire(dev_plan):
+    name, props = planned(dev_plan, rules.SG)
+    props["ingress"] = [{"protocol": "tcp", "fromPort": 443, "toPort": 443, "cidrBlocks": ["0.0.0.0/0"]}]
+    assert fired("no-open-ingress", rules.SG, props, name)
+    props["ingress"] = [{"protocol": "udp", "fromPort": 4242, "toPort": 4242, "cidrBlocks": ["0.0.0.0/0"]}]
+    assert fired("no-open-ingress", rules.SG, props, name) == []
+
+    legacy = {"type": "ingress", "protocol": "-1", "fromPort": 0, "toPort": 0,
+              "ipv6CidrBlocks": ["::/0"], "securityGroupId": "sg-0123456789abcdef0"}
+    assert fired("no-open-ingress", rules.SG_RULE, legacy, "legacy-rule")
+    assert fired("no-open-ingress", rules.SG_RULE, dict(legacy, type="egress"), "legacy-rule") == []
+
+
+def _with_statement(document: str, statement: dict) -> str:
+    parsed = json.loads(document)
+    parsed["Statement"].append(statement)
+    return json.dumps(parsed)
+
+
+def test_wildcard_iam_fires(dev_plan):
+    name, props = planned(dev_plan, rules.ROLE_POLICY)
+    base = props["policy"]
+    props["policy"] = _with_statement(base, {"Effect": "Allow", "Action": "s3:*", "Resource": "arn:aws:s3:::b/*"})
+    assert fired("iam-least-privilege", rules.ROLE_POLICY, props, name)
+    props["policy"] = _with_statement(base, {"Effect": "Allow", "Action": ["ec2:TerminateInstances"], "Resource": "*"})
+    assert fired("iam-least-privilege", rules.ROLE_POLICY, props, name)
+    props["policy"] = _with_statement(base, {"Effect": "Allow", "Action": "cloudwatch:PutMetricData", "Resource": "*"})
+    assert fired("iam-least-privilege", rules.ROLE_POLICY, props, name), "PutMetricData needs a Condition"
+    props["policy"] = _with_statement(base, {"Effect": "Allow", "NotAction": "iam:*", "Resource": "*"})
+    assert fired("iam-least-privilege", rules.ROLE_POLICY, props, name)
+
+
+def test_reads_on_any_resource_pass(dev_plan):
+    name, props = planned(dev_plan, rules.ROLE_POLICY)
+    props["policy"] = _with_statement(props["policy"], {
+        "Effect": "Allow", "Action": ["ec2:DescribeInstances", "cloudwatch:GetMetricData"], "Resource": "*"})
+    assert fired("iam-least-privilege", rules.ROLE_POLICY, props, name) == []
+    denied = _with_statement(props["policy"], {"Effect": "Deny", "Action": "*", "Resource": "*"})
+    assert rules.violations(rules.ROLE_POLICY, dict(props, policy=denied), name) == {}
+
+
+def test_managed_policy_and_role_inline_policies_are_checked(dev_plan):
+    document = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+    assert fired("iam-least-privilege", rules.POLICY, {"policy": json.dumps(document)}, "admin")
+    name, props = planned(dev_plan, rules.ROLE)
+    props["inlinePolicies"] = [{"name": "everything", "policy": json.dumps(document)}]
+    assert fired("iam-least-privilege", rules.ROLE, props, name)
+
+
+def listed(value) -> list:
+    return [value] if isinstance(value, str) else list(value)
+
+
+def stop_policy(plan) -> tuple[str, str, dict, dict]:
+    """The planned role policy that grants ec2:StopInstances (the scaler's), or a
+    synthetic one on the plan's first instance while the scaler is not wired in."""
+    for resource in plan.of_type(rules.ROLE_POLICY):
+        props = copy.deepcopy(resource.plain())
+        document = json.loads(props["policy"])
+        for statement in document["Statement"]:
+            if "ec2:StopInstances" in listed(statement.get("Action")):
+                return resource.name, rules.ROLE_POLICY, props, document
+    instance_arn = plan.of_type(rules.INSTANCE)[0].state["arn"]
+    document = {"Version": "2012-10-17", "Statement": [
+        {"Sid": "Stop", "Effect": "Allow", "Action": "ec2:StopInstances", "Resource": [instance_arn]}]}
+    return "scaler", rules.POLICY, {"policy": json.dumps(document)}, document
+
+
+def test_stop_permission_must_name_instance_arns(dev_plan):
+    name, kind, props, document = stop_policy(dev_plan)
+    assert rules.violations(kind, props, name) == {}
+    statement = next(s for s in document["Statement"] if "ec2:StopInstances" in listed(s["Action"]))
+    instance_arn = listed(statement["Resource"])[0]
+    assert rules.INSTANCE_ARN.match(instance_arn)
+    for resource in ("*", instance_arn.rsplit("/", 1)[0] + "/*"):
+        statement["Resource"] = [instance_arn, resource]
+        assert fired("stop-scoped-to-instances", kind, dict(props, policy=json.dumps(document)), name)
+    statement["Resource"] = [instance_arn]
+    statement["Action"] = "ec2:Stop*"
+    assert fired("iam-least-privilege", kind, dict(props, policy=json.dumps(document)), name)
+
+
+def test_secrets_in_user_data_fire(dev_plan):
+    name, props = lighthouse_instance(dev_plan)
+    for secret in (PEM_KEY, NEBULA_KEY, f"K3S_TOKEN={K3S_TOKEN}",
+                   "aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"):
+        broken = dict(props, userData=props["userData"] + "\n" + secret + "\n")
+        assert fired("no-secrets-in-user-data", rules.INSTANCE, broken, name), secret
+
+    name, props = planned(dev_plan, rules.LAUNCH_TEMPLATE)
+    text = base64.b64decode(props["userData"]).decode()
+    props["userData"] = base64.b64encode((text + "\n" + NEBULA_KEY + "\n").encode()).decode()
+    assert fired("no-secrets-in-user-data", rules.LAUNCH_TEMPLATE, props, name) == \
+        [f"{name}: user data contains a PEM private key", f"{name}: user data contains a Nebula private key"]
+
+
+def test_reading_a_token_from_a_variable_is_not_a_secret():
+    script = 'K3S_TOKEN="$(hybrid-llm-ssm-fetch token)"\nk3s server --token "$K3S_TOKEN"\n'
+    assert rules.violations(rules.INSTANCE, {"userData": script, "launchTemplate": {"id": "lt-1"}}, "i") == {}
+
+
+def test_spot_that_terminates_fires(dev_plan):
+    name, props = planned(dev_plan, rules.LAUNCH_TEMPLATE)
+    assert props["instanceMarketOptions"]["marketType"] == "spot"
+    broken = copy.deepcopy(props)
+    broken["instanceMarketOptions"]["spotOptions"]["instanceInterruptionBehavior"] = "terminate"
+    assert fired("spot-persistent-stop", rules.LAUNCH_TEMPLATE, broken, name)
+    broken = copy.deepcopy(props)
+    broken["instanceMarketOptions"]["spotOptions"]["spotInstanceType"] = "one-time"
+    assert fired("spot-persistent-stop", rules.LAUNCH_TEMPLATE, broken, name)
+    request = {"spotType": "one-time", "instanceInterruptionBehavior": "terminate"}
+    assert fired("spot-persistent-stop", rules.SPOT_REQUEST, request, "req")
+
+
+def test_nat_gateway_fires():
+    assert fired("no-nat-gateway", rules.NAT_GATEWAY, {"subnetId": "subnet-1", "allocationId": "eipalloc-1"}, "nat")
+
+
+def test_log_group_without_retention_fires(dev_plan):
+    groups = dev_plan.of_type(rules.LOG_GROUP)
+    name, props = (groups[0].name, copy.deepcopy(groups[0].plain())) if groups else ("scaler-logs", {"name": "/x"})
+    props.pop("retentionInDays", None)
+    assert fired("log-group-retention", rules.LOG_GROUP, props, name)
+    assert fired("log-group-retention", rules.LOG_GROUP, dict(props, retentionInDays=0), name)
+    assert fired("log-group-retention", rules.LOG_GROUP, dict(props, retentionInDays=14), name) == []
+
+
+# --- the pack ----------------------------------------------------------------------------
+
+
+def test_pack_has_one_mandatory_policy_per_rule():
+    built = pack.policies()
+    assert [p.name for p in built] == [r.name for r in rules.RULES]
+    assert len({p.name for p in built}) == len(rules.RULES)
+    assert {p.enforcement_level for p in built} == {EnforcementLevel.MANDATORY}
+
+
+def test_pack_policies_report_through_the_sdk():
+    by_name = {p.name: p for p in pack.policies()}
+    reported: list[str] = []
+    args = ResourceValidationArgs(rules.NAT_GATEWAY, {}, "urn:pulumi:dev::hybrid-llm::aws:ec2/natGateway:NatGateway::nat",
+                                  "nat", None, None, {})
+    by_name["no-nat-gateway"].validate(args, lambda message, urn=None: reported.append(message))
+    by_name["log-group-retention"].validate(args, lambda message, urn=None: reported.append(message))
+    assert reported == [rules.violations(rules.NAT_GATEWAY, {}, "nat")["no-nat-gateway"][0]]
+
+
+def test_pack_project_file_runs_python():
+    project = yaml.safe_load((ROOT / "policy" / "PulumiPolicy.yaml").read_text())
+    assert project["runtime"]["name"] == "python"
+    pinned = (ROOT / "policy" / "requirements.txt").read_text().split()
+    dev = (ROOT / "requirements-dev.txt").read_text().split()
+    assert [p for p in pinned if p.startswith("pulumi-policy==")] == [p for p in dev if p.startswith("pulumi-policy==")]
+
+
+# --- the pack as the engine sees it: its real analyzer server over gRPC ----------------
+
+
+@pytest.fixture(scope="module")
+def analyzer():
+    """`policy/__main__.py` started as the CLI starts it; it prints its port."""
+    import subprocess
+
+    import grpc
+    from pulumi.runtime.proto import analyzer_pb2_grpc
+
+    process = subprocess.Popen([sys.executable, str(ROOT / "policy" / "__main__.py")],
+                               cwd=ROOT / "policy", stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(process.stdout.readline())
+        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        yield analyzer_pb2_grpc.AnalyzerStub(channel)
+        channel.close()
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_analyzer_declares_every_policy_mandatory(analyzer):
+    from google.protobuf import empty_pb2
+    from pulumi.runtime.proto import analyzer_pb2
+
+    info = analyzer.GetAnalyzerInfo(empty_pb2.Empty())
+    assert info.name == pack.PACK_NAME
+    assert [p.name for p in info.policies] == [r.name for r in rules.RULES]
+    assert {p.enforcementLevel for p in info.policies} == {analyzer_pb2.MANDATORY}
+
+
+def test_analyzer_reports_a_broken_resource(analyzer, dev_plan):
+    from google.protobuf import struct_pb2
+    from pulumi.runtime.proto import analyzer_pb2
+
+    name, props = planned(dev_plan, rules.VOLUME)
+    props["encrypted"] = False
+    properties = struct_pb2.Struct()
+    properties.update(props)
+    response = analyzer.Analyze(analyzer_pb2.AnalyzeRequest(
+        type=rules.VOLUME, properties=properties, name=name,
+        urn=f"urn:pulumi:dev::hybrid-llm::{rules.VOLUME}::{name}"))
+    assert [(d.policyName, d.enforcementLevel) for d in response.diagnostics] == \
+        [("ebs-encrypted", analyzer_pb2.MANDATORY)]
+    assert f"{name}: EBS volume is not encrypted" in response.diagnostics[0].message
+
+
+def _analyze(analyzer, resource_type: str, name: str, props: dict):
+    from google.protobuf import struct_pb2
+    from pulumi.runtime.proto import analyzer_pb2
+
+    properties = struct_pb2.Struct()
+    properties.update(props)
+    return analyzer.Analyze(analyzer_pb2.AnalyzeRequest(
+        type=resource_type, properties=properties, name=name,
+        urn=f"urn:pulumi:dev::hybrid-llm::{resource_type}::{name}")).diagnostics
+
+
+def test_analyzer_passes_engine_shaped_numbers(analyzer, dev_plan):
+    """The engine sends numbers as floats (protobuf Struct)."""
+    assert list(_analyze(analyzer, rules.LOG_GROUP, "logs", {"name": "/aws/lambda/x", "retentionInDays": 14})) == []
+    name, props = planned(dev_plan, rules.SG_INGRESS)
+    assert list(_analyze(analyzer, rules.SG_INGRESS, name, props)) == []
+
+
+def test_analyzer_takes_the_nebula_port_from_pack_config(analyzer, dev_plan):
+    from google.protobuf import struct_pb2
+    from pulumi.runtime.proto import analyzer_pb2
+
+    name, props = planned(dev_plan, rules.SG_INGRESS)
+    moved = dict(props, fromPort=4243, toPort=4243)
+    assert [d.policyName for d in _analyze(analyzer, rules.SG_INGRESS, name, moved)] == ["no-open-ingress"]
+    settings = struct_pb2.Struct()
+    settings.update({"nebulaPort": 4243})
+    analyzer.Configure(analyzer_pb2.ConfigureAnalyzerRequest(policyConfig={
+        "no-open-ingress": analyzer_pb2.PolicyConfig(enforcementLevel=analyzer_pb2.MANDATORY, properties=settings)}))
+    assert list(_analyze(analyzer, rules.SG_INGRESS, name, moved)) == []

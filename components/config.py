@@ -344,6 +344,9 @@ def _check_relations(cfg: StackConfig) -> None:
             f"{cfg.nebula_early_renewal_hours}h must be shorter than "
             f"{NAMESPACE}:nebulaCertValidityHours ({cfg.nebula_cert_validity_hours}h)",
         )
+    if cfg.gpu_hibernate and not instance_types.can_hibernate(cfg.gpu_instance_type):
+        raise _fail("gpuHibernate", f"{cfg.gpu_instance_type} cannot hibernate (AWS lists no GPU "
+                                    "family for hibernation); leave it false and the scaler stops it")
     if cfg.gpu_spot_max_price and not cfg.gpu_spot:
         raise _fail("gpuSpotMaxPrice", "is set but hybrid-llm:gpuSpot is false")
     if cfg.budget_emails and not cfg.budget_monthly_usd:

@@ -54,7 +54,6 @@ class RegionPrices:
     logs_ingest_per_gb: float
     lambda_per_request: float
     lambda_per_gb_second: float
-    schedule_per_invocation: float
 
 
 # Sources, as of PRICES_AS_OF:
@@ -69,8 +68,8 @@ class RegionPrices:
 #   requests; standard alarm $0.10/month; logs ingestion $0.50/GB).
 # - Lambda: aws.amazon.com/lambda/pricing (arm64: $0.20 per 1M requests,
 #   $0.0000133334 per GB-second).
-# - schedule: aws.amazon.com/eventbridge/pricing (Scheduler $1.00 per million
-#   invocations; a scheduled rule on the default bus is free, so this is the upper figure).
+# - schedule: aws.amazon.com/eventbridge/pricing (a scheduled rule on the default
+#   event bus, which is what the scaler uses, is free; not billed, not listed).
 _US_COMMON = dict(
     gp3_gb_month=0.08,
     public_ipv4_hourly=0.005,
@@ -81,7 +80,6 @@ _US_COMMON = dict(
     logs_ingest_per_gb=0.50,
     lambda_per_request=0.20 / 1_000_000,
     lambda_per_gb_second=0.0000133334,
-    schedule_per_invocation=1.00 / 1_000_000,
 )
 _US_INSTANCES = {
     "t4g.nano": 0.0042, "t4g.micro": 0.0084, "t4g.small": 0.0168,
@@ -218,8 +216,6 @@ def bill(cfg: StackConfig) -> Bill:
              "0.20 per 1M requests"),
         Item(f"scaler Lambda compute (arm64, {SCALER_MEMORY_MB} MB x {SCALER_SECONDS_PER_RUN:g} s a run)",
              gb_seconds * p.lambda_per_gb_second, f"{p.lambda_per_gb_second:.10f}".rstrip("0") + "/GB-s"),
-        Item("scaler schedule (EventBridge)", runs * p.schedule_per_invocation,
-             "Scheduler 1.00 per 1M; a default-bus rule is free"),
         Item("scaler logs ingestion", runs * SCALER_LOG_BYTES_PER_RUN / 1e9 * p.logs_ingest_per_gb,
              f"{p.logs_ingest_per_gb}/GB at {SCALER_LOG_BYTES_PER_RUN} B a run"),
         Item(f"scaler alarms ({SCALER_ALARMS})", SCALER_ALARMS * p.cloudwatch_alarm_month,

@@ -36,7 +36,7 @@ from components import hostboot, k3s_pki, versions
 from components.generated import publish
 from components.hostboot import BootFile
 from components.lighthouse import nebula_boot_files
-from components.nebula_config import TUN_DEVICE
+from components.nebula_config import OLLAMA_PORT, TUN_DEVICE
 
 DLAMI_PARAMETER = "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-ubuntu-22.04/latest/ami-id"
 METRIC_NAMESPACE = "HybridLLM"
@@ -44,7 +44,6 @@ NEBULA_IFACE = TUN_DEVICE
 MODELS_DIR = "/var/lib/hybrid-llm/models"
 OLLAMA_MODELS_PV = "ollama-models"
 OLLAMA_SELECTOR = "app.kubernetes.io/name=ollama"
-OLLAMA_PORT = 11434
 MANIFESTS_DIR = "/var/lib/rancher/k3s/server/manifests"
 # NVIDIA's device plugin chart (https://nvidia.github.io/k8s-device-plugin), pinned.
 DEVICE_PLUGIN_CHART_VERSION = "0.17.0"

@@ -2,7 +2,9 @@
 type with no NVIDIA GPU, an unknown family, and to pick an AMI architecture.
 
 It is deliberately short; add a family here (with its architecture and GPU) when
-you need one. Sources: the EC2 instance-type pages ("Accelerated computing").
+you need one. Sources: the EC2 instance-type pages ("Accelerated computing") and
+the hibernation prerequisites page ("Instance families"), which lists general
+purpose, compute, memory and storage families but no GPU family.
 """
 
 from __future__ import annotations
@@ -18,16 +20,19 @@ _TYPE = re.compile(r"^(?P<family>[a-z][a-z0-9-]*)\.(?P<size>[a-z0-9]+)$")
 class Family:
     arch: str                 # "x86_64" or "arm64"
     gpu: Optional[str] = None  # GPU maker, None for no GPU
+    hibernation: bool = False  # on AWS's list of families that can hibernate
 
 
 FAMILIES: dict[str, Family] = {
     # general purpose / burstable (lighthouse candidates)
-    "t2": Family("x86_64"), "t3": Family("x86_64"), "t3a": Family("x86_64"),
-    "t4g": Family("arm64"), "m5": Family("x86_64"), "m6i": Family("x86_64"),
-    "m7i": Family("x86_64"), "m6g": Family("arm64"), "m7g": Family("arm64"),
-    "c5": Family("x86_64"), "c6i": Family("x86_64"), "c7i": Family("x86_64"),
-    "c6g": Family("arm64"), "c7g": Family("arm64"), "r5": Family("x86_64"),
-    "r6i": Family("x86_64"), "r6g": Family("arm64"), "r7g": Family("arm64"),
+    "t2": Family("x86_64", hibernation=True), "t3": Family("x86_64", hibernation=True),
+    "t3a": Family("x86_64", hibernation=True), "t4g": Family("arm64"),
+    "m5": Family("x86_64", hibernation=True), "m6i": Family("x86_64", hibernation=True),
+    "m7i": Family("x86_64", hibernation=True), "m6g": Family("arm64"), "m7g": Family("arm64"),
+    "c5": Family("x86_64", hibernation=True), "c6i": Family("x86_64", hibernation=True),
+    "c7i": Family("x86_64"), "c6g": Family("arm64"), "c7g": Family("arm64"),
+    "r5": Family("x86_64", hibernation=True), "r6i": Family("x86_64"),
+    "r6g": Family("arm64"), "r7g": Family("arm64"),
     # accelerated computing, NVIDIA on x86_64
     "g4dn": Family("x86_64", "nvidia"), "g5": Family("x86_64", "nvidia"),
     "g6": Family("x86_64", "nvidia"), "g6e": Family("x86_64", "nvidia"),
@@ -71,3 +76,8 @@ def gpu_problem_with(instance_type: str) -> Optional[str]:
 def architecture(instance_type: str) -> str:
     """`x86_64` or `arm64` for a type that passed `problem_with`."""
     return FAMILIES[family_of(instance_type)].arch
+
+
+def can_hibernate(instance_type: str) -> bool:
+    """Whether AWS lists the type's family as able to hibernate."""
+    return FAMILIES[family_of(instance_type)].hibernation

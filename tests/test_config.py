@@ -242,6 +242,12 @@ def test_spot_price_needs_spot(run_program):
     assert message.startswith("hybrid-llm:gpuSpotMaxPrice:")
 
 
+@pytest.mark.parametrize("gpu_type", ["g4dn.xlarge", "g5.xlarge", "p5.48xlarge"])
+def test_hibernation_is_refused_for_gpu_families(run_program, gpu_type):
+    message = _error(run_program, {"hybrid-llm:gpuHibernate": "true", "hybrid-llm:gpuInstanceType": gpu_type})
+    assert message.startswith("hybrid-llm:gpuHibernate:") and gpu_type in message
+
+
 def test_bad_models_and_schedule_and_budget(run_program):
     assert _error(run_program, {"hybrid-llm:models": '"llama3"'}).startswith("hybrid-llm:models:")
     assert _error(run_program, {"hybrid-llm:scalerSchedule": "every minute"}).startswith("hybrid-llm:scalerSchedule:")

@@ -12,7 +12,7 @@ HOURS = 730
 # us-east-1 figures, written out (see components/costs.py for their sources).
 T4G_NANO, G4DN_SPOT, G4DN_ON_DEMAND = 0.0042, 0.20, 0.526
 GP3, IPV4, METRIC, GET_METRIC_DATA, PUT_METRIC_DATA, ALARM = 0.08, 0.005, 0.30, 0.01 / 1000, 0.01 / 1000, 0.10
-LAMBDA_REQUEST, LAMBDA_GB_S, SCHEDULE, LOGS_GB = 0.20e-6, 0.0000133334, 1.00e-6, 0.50
+LAMBDA_REQUEST, LAMBDA_GB_S, LOGS_GB = 0.20e-6, 0.0000133334, 0.50
 
 
 def config(overrides=None, stack="dev"):
@@ -22,7 +22,7 @@ def config(overrides=None, stack="dev"):
 def hand_idle(workers=1, root=100, models=100, runs=HOURS * 60):
     lighthouse = T4G_NANO * HOURS + 8 * GP3 + IPV4 * HOURS
     disks = workers * (root + models) * GP3
-    scaler = runs * LAMBDA_REQUEST + runs * 1.0 * 128 / 1024 * LAMBDA_GB_S + runs * SCHEDULE \
+    scaler = runs * LAMBDA_REQUEST + runs * 1.0 * 128 / 1024 * LAMBDA_GB_S \
         + runs * 1024 / 1e9 * LOGS_GB + 2 * ALARM + 1 * METRIC
     return lighthouse + disks + scaler
 
@@ -33,14 +33,14 @@ def hand_active(gpu_hourly, runs_per_hour=60):
 
 def test_default_stack_bill_by_hand():
     bill = costs.bill(config())
-    # 3.066 + 0.64 + 3.65 + 8 + 8 + (0.00876 + 0.07300 + 0.0438 + 0.02243 + 0.20 + 0.30) = 24.00
+    # 3.066 + 0.64 + 3.65 + 8 + 8 + (0.00876 + 0.07300 + 0.02243 + 0.20 + 0.30) = 23.96
     assert bill.idle_monthly_usd == pytest.approx(hand_idle(), abs=1e-6)
-    assert round(bill.idle_monthly_usd, 2) == 24.00
+    assert round(bill.idle_monthly_usd, 2) == 23.96
     assert bill.active_hourly_usd == pytest.approx(hand_active(G4DN_SPOT), abs=1e-9)
     days = HOURS / 24
     for hours in (2, 4, 8, 24):
         assert bill.monthly_at(hours) == pytest.approx(hand_idle() + hours * days * hand_active(G4DN_SPOT))
-    assert round(bill.monthly_at(24), 2) == 175.13  # 24.00 + 730 h x 0.20702
+    assert round(bill.monthly_at(24), 2) == 175.09  # 23.960 + 730 h x 0.207022
 
 
 def test_idle_items_name_every_cost_while_stopped():

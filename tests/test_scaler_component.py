@@ -98,10 +98,10 @@ def test_function_settings(plan):
 
 
 def test_environment_contract_follows_config():
-    plan = plan_with(idleMinutes="25", maxRunHours="6", gpuHibernate="true")
+    plan = plan_with(idleMinutes="25", maxRunHours="6")
     variables = function(plan).plain()["environment"]["variables"]
     assert variables == {"GPU_INSTANCE_IDS": ",".join(WORKER_IDS), "IDLE_MINUTES": "25",
-                         "MAX_RUN_HOURS": "6", "HIBERNATE": "true",
+                         "MAX_RUN_HOURS": "6", "HIBERNATE": "false",
                          "METRIC_NAMESPACE": "HybridLLM", "METRIC_NAME": "Activity"}
 
 

@@ -21,6 +21,7 @@ cfg = load_config()
 aws_provider = aws.Provider(
     "aws",
     region=cfg.region,
+    profile=cfg.aws_profile,
     default_tags=aws.ProviderDefaultTagsArgs(
         tags={"Project": cfg.project, "Stack": cfg.stack, "ManagedBy": "pulumi"}
     ),
@@ -71,7 +72,8 @@ workers = {
             security_group_id=network.worker_security_group_id,
             pod_cidr=cfg.gpu_cluster_pod_cidr, service_cidr=cfg.gpu_cluster_service_cidr,
             root_volume_gib=cfg.gpu_root_volume_gib, model_volume_gib=cfg.model_volume_gib,
-            spot=cfg.gpu_spot, spot_max_price=cfg.gpu_spot_max_price, ami_id=cfg.gpu_ami_id,
+            spot=cfg.gpu_spot, spot_max_price=cfg.gpu_spot_max_price, aws_profile=cfg.aws_profile,
+            ami_id=cfg.gpu_ami_id,
             protect_model_volume=cfg.protect_model_volume,
             nebula_parameters=mesh.parameters[host.name],
         ),

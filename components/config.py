@@ -42,6 +42,9 @@ class StackConfig:
     project: str
     stack: str
     region: str
+    aws_profile: Optional[str]
+    """`aws:profile`: the explicit AWS provider and the spot guard use it (an explicit
+    provider does not read the stack's `aws:` settings by itself)."""
     vpc_cidr: ipaddress.IPv4Network
     availability_zone: Optional[str]
     nebula_cidr: ipaddress.IPv4Network
@@ -299,7 +302,9 @@ def parse(raw: Mapping[str, Any], *, project: str, stack: str) -> StackConfig:
             value = pulumi.Output.secret(value)
         values[spec.attr] = value
 
-    config = StackConfig(project=project, stack=stack, region=str(region), **values)
+    profile = raw.get("aws:profile") or None
+    config = StackConfig(project=project, stack=stack, region=str(region),
+                         aws_profile=str(profile) if profile else None, **values)
     _check_relations(config)
     return config
 

@@ -12,9 +12,9 @@ Why these resources:
   models the request (the instance is only its `spot_instance_id`), and on-demand
   would need a second code path. A persistent request defaults to
   expiring after 7 days, so `valid_until` is set far ahead.
-  Caveat (upstream terraform-provider-aws issue 38142): deleting an instance
-  launched with a persistent request may leave the request open, and it would
-  launch a new instance; cancel the request first (README, "Tearing down").
+  Deleting an instance launched with a persistent request may leave the request
+  open, and it would launch a new instance (terraform-provider-aws issue 38142):
+  a `SpotGuard` (components/spot_guard.py) cancels the request first.
 - The model volume is its own resource in the instance's AZ, so it outlives the
   instance; the boot finds it by volume id and never reformats it.
 - The PKI (components/k3s_pki.py) makes the kubeconfig a stack output before the
@@ -33,6 +33,7 @@ import pulumi_aws as aws
 import yaml
 
 from components import hostboot, k3s_pki, versions
+from components.spot_guard import SpotGuard
 from components.generated import publish
 from components.hostboot import BootFile
 from components.lighthouse import nebula_boot_files
@@ -137,6 +138,8 @@ class GpuWorkerArgs:
     model_volume_gib: int
     spot: bool = True
     spot_max_price: Optional[str] = None
+    aws_profile: Optional[str] = None
+    """For the spot guard's cancel call on destroy (the stack's `aws:profile`)."""
     ami_id: Optional[str] = None
     protect_model_volume: bool = False
     nebula_parameters: Sequence[pulumi.Resource] = field(default_factory=list)
@@ -239,6 +242,9 @@ class GpuWorker(pulumi.ComponentResource):
             stop_instance_before_detaching=True,
             opts=pulumi.ResourceOptions(parent=self),
         )
+        if args.spot:
+            SpotGuard(f"{name}-spot-guard", instance_id=instance.id, region=args.region,
+                      profile=args.aws_profile, opts=child)
 
         self.instance_id = instance.id
         self.instance_arn = instance.arn

@@ -89,6 +89,7 @@ class PlannedResource:
     id: Optional[str]
     protect: bool = False
     retain_on_delete: bool = False
+    dependencies: tuple[str, ...] = ()   # URNs it depends on: Pulumi deletes it before them
 
     def plain(self) -> dict:
         """Inputs with secrets unwrapped, for assertions."""
@@ -164,7 +165,7 @@ def redacted(value: Any) -> Any:
 
 class _RecordingMonitor(pulumi_mocks.MockMonitor):
     """The stock mock monitor, plus what a plan needs: parent, custom, raw inputs,
-    protect and retainOnDelete."""
+    protect, retainOnDelete and dependencies."""
 
     def __init__(self, mocks: pulumi.runtime.Mocks):
         super().__init__(mocks)
@@ -180,6 +181,7 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
                 inputs=rpc.deserialize_properties(request.object),
                 state=dict(registration.state), id=registration.id or None,
                 protect=bool(request.protect), retain_on_delete=bool(request.retainOnDelete),
+                dependencies=tuple(request.dependencies),
             ))
         return response
 

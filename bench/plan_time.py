@@ -27,7 +27,7 @@ def median_seconds(fn) -> float:
 
 def main() -> None:
     config = harness.stack_config("dev")
-    baseline_program = Path(__file__).resolve().parent / "one_resource.py"
+    baseline_program = Path(__file__).resolve().parent / "programs" / "one_resource.py"
     harness.run(config, program=baseline_program)  # warm imports for both
     plan = harness.run(config)
     whole = median_seconds(lambda: harness.run(config))

@@ -56,7 +56,7 @@ lighthouse = Lighthouse(
         ssm_prefix=inventory.ssm_prefix(cfg, "lighthouse"),
         subnet_id=network.subnet_id, security_group_id=network.lighthouse_security_group_id,
         eip_allocation_id=network.lighthouse_eip_allocation_id,
-        disable_api_termination=cfg.lighthouse_disable_api_termination,
+        disable_api_termination=cfg.lighthouse_disable_api_termination, ami_id=cfg.lighthouse_ami_id,
         nebula_parameters=mesh.parameters["lighthouse"],
     ),
     opts=on_aws,

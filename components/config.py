@@ -59,6 +59,7 @@ class StackConfig:
     gpu_spot: bool
     gpu_spot_max_price: Optional[str]
     gpu_ami_id: Optional[str]
+    lighthouse_ami_id: Optional[str]
     gpu_workers: int
     gpu_root_volume_gib: int
     model_volume_gib: int
@@ -251,6 +252,7 @@ KEYS: dict[str, _Key] = {
     "gpuSpot": _Key("gpu_spot", _boolean),
     "gpuSpotMaxPrice": _Key("gpu_spot_max_price", _spot_price),
     "gpuAmiId": _Key("gpu_ami_id", _ami),
+    "lighthouseAmiId": _Key("lighthouse_ami_id", _ami),
     "gpuWorkers": _Key("gpu_workers", _positive),
     "gpuRootVolumeGiB": _Key("gpu_root_volume_gib", _positive),
     "modelVolumeGiB": _Key("model_volume_gib", _positive),

@@ -187,7 +187,9 @@ class GpuWorker(pulumi.ComponentResource):
             availability_zone=args.availability_zone, size=args.model_volume_gib,
             type="gp3", encrypted=True,
             tags={"Name": f"{name}-models", "Role": "models", "Worker": host},
-            opts=pulumi.ResourceOptions(parent=self, protect=args.protect_model_volume),
+            # Kept in AWS (retain_on_delete) when asked: `pulumi destroy` completes and the
+            # models stay, as does a volume replaced by a change of AZ.
+            opts=pulumi.ResourceOptions(parent=self, retain_on_delete=args.protect_model_volume),
         )
         user_data = volume.id.apply(lambda vid: self._user_data(args, vid))
         publish(f"workers/{host}/boot.sh", user_data)
@@ -218,7 +220,9 @@ class GpuWorker(pulumi.ComponentResource):
                     resource_type=kind, tags={"Name": f"{name}-{host}", "Role": "gpu-worker", "Worker": host})
                 for kind in ("instance", "volume")
             ],
-            opts=child,
+            # Held unless pinned: a new Deep Learning AMI release would otherwise
+            # change the template and replace the worker (and start it) on any `up`.
+            opts=pulumi.ResourceOptions(parent=self, ignore_changes=[] if args.ami_id else ["imageId"]),
         )
 
         instance = aws.ec2.Instance(

@@ -17,6 +17,7 @@ import pulumi_aws as aws
 from components import hostboot, instance_types, versions
 from components.generated import publish
 from components.hostboot import BootFile
+from components.nebula import FILES as NEBULA_FILES
 from components.nebula_config import PKI_DIR
 
 AL2023_AMI_PARAMETER = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-{arch}"
@@ -25,15 +26,23 @@ _RELEASE_ARCH = {"x86_64": "amd64", "arm64": "arm64"}
 
 
 def nebula_boot_files(region: str, ssm_prefix: str) -> list[BootFile]:
-    """The per-start fetch script and the two units every Nebula host on AWS runs."""
+    """The fetch script and the units every Nebula host on AWS runs: fetch at each
+    start, nebula itself, and a daily refresh that reloads nebula with renewed files
+    (the lighthouse never stops, so start-time fetching alone would let it expire)."""
+    fetch = {"ssm_prefix": ssm_prefix, "nebula_dir": PKI_DIR,
+             "files": " ".join(f"{name}:{'0600' if name.endswith('.key') else '0644'}" for name in NEBULA_FILES)}
+    units = "/etc/systemd/system"
     return [
         BootFile("/usr/local/sbin/hybrid-llm-ssm-fetch", "0755",
                  hostboot.render("ssm-fetch.sh", {"region": region})),
-        BootFile("/etc/systemd/system/hybrid-llm-nebula-config.service", "0644",
-                 hostboot.render("units/hybrid-llm-nebula-config.service",
-                                 {"ssm_prefix": ssm_prefix, "nebula_dir": PKI_DIR})),
-        BootFile("/etc/systemd/system/nebula.service", "0644",
+        BootFile(f"{units}/hybrid-llm-nebula-config.service", "0644",
+                 hostboot.render("units/hybrid-llm-nebula-config.service", fetch)),
+        BootFile(f"{units}/nebula.service", "0644",
                  hostboot.render("units/nebula.service", {"nebula_dir": PKI_DIR})),
+        BootFile(f"{units}/hybrid-llm-nebula-refresh.service", "0644",
+                 hostboot.render("units/hybrid-llm-nebula-refresh.service", fetch)),
+        BootFile(f"{units}/hybrid-llm-nebula-refresh.timer", "0644",
+                 hostboot.render("units/hybrid-llm-nebula-refresh.timer", {})),
     ]
 
 
@@ -51,6 +60,8 @@ class LighthouseArgs:
     security_group_id: pulumi.Input[str]
     eip_allocation_id: pulumi.Input[str]
     disable_api_termination: bool = False
+    ami_id: Optional[str] = None
+    """A pinned AMI; None takes the current AL2023 at creation and holds it."""
     nebula_parameters: Sequence[pulumi.Resource] = field(default_factory=list)
     """The host's Nebula SSM parameters; the instance boots only after they exist."""
 
@@ -66,8 +77,11 @@ class Lighthouse(pulumi.ComponentResource):
     def __init__(self, name: str, args: LighthouseArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("hybrid-llm:index:Lighthouse", name, None, opts)
         arch = instance_types.architecture(args.instance_type)
-        ami = aws.ssm.get_parameter_output(
-            name=AL2023_AMI_PARAMETER.format(arch=arch), opts=pulumi.InvokeOutputOptions(parent=self))
+        if args.ami_id:
+            ami: pulumi.Input[str] = args.ami_id
+        else:
+            ami = aws.ssm.get_parameter_output(
+                name=AL2023_AMI_PARAMETER.format(arch=arch), opts=pulumi.InvokeOutputOptions(parent=self)).value
 
         account = hostboot.AwsAccount.lookup(args.region, self)
         policy = account.parameter_arn(args.ssm_prefix).apply(hostboot.own_parameters_policy)
@@ -85,7 +99,7 @@ class Lighthouse(pulumi.ComponentResource):
 
         instance = aws.ec2.Instance(
             f"{name}-instance",
-            ami=ami.value,
+            ami=ami,
             instance_type=args.instance_type,
             subnet_id=args.subnet_id,
             vpc_security_group_ids=[args.security_group_id],
@@ -101,7 +115,10 @@ class Lighthouse(pulumi.ComponentResource):
             user_data=user_data,
             user_data_replace_on_change=True,
             tags={"Name": f"{name}-lighthouse", "Role": "lighthouse"},
-            opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.nebula_parameters)),
+            # The "latest" AMI moves every few weeks; following it would replace the
+            # lighthouse (a mesh outage) on an unrelated `pulumi up`.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.nebula_parameters),
+                                        ignore_changes=[] if args.ami_id else ["ami"]),
         )
         aws.ec2.EipAssociation(
             f"{name}-eip", allocation_id=args.eip_allocation_id, instance_id=instance.id,

@@ -83,13 +83,13 @@ def test_nothing_is_protected_or_retained_by_default(dev_plan):
         assert not instance.plain().get("disableApiTermination")
 
 
-def test_protect_model_volume_protects_only_the_model_volumes(run_program):
+def test_protect_model_volume_retains_only_the_model_volumes(run_program):
     plan = run_program({"hybrid-llm:protectModelVolume": "true", "hybrid-llm:gpuWorkers": "2"})
-    protected = [r for r in plan.resources if r.protect]
-    assert {r.type for r in protected} == {VOLUME}
-    assert sorted(r.id for r in protected) == \
+    retained = [r for r in plan.resources if r.retain_on_delete]
+    assert {r.type for r in retained} == {VOLUME}
+    assert sorted(r.id for r in retained) == \
         sorted(plan.outputs["modelVolumeIds"].value.values())
-    assert [r for r in plan.resources if r.retain_on_delete] == []
+    assert [r for r in plan.resources if r.protect] == [], "protect would make destroy fail"
 
 
 def test_no_boot_script_creates_aws_resources(dev_plan):

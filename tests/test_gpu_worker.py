@@ -126,23 +126,11 @@ def test_model_volume_encrypted_in_the_instance_az_and_attached(run_program):
         assert plan.outputs["workerInstanceIds"].value[host] == instance.id
 
 
-def _protected(monkeypatch, run_program, overrides) -> dict[str, bool]:
-    """Run the program and note `protect` of every registered resource by name."""
-    seen: dict[str, bool] = {}
-    register = harness._RecordingMonitor.RegisterResource
-
-    def spy(self, request):
-        seen[request.name] = request.protect
-        return register(self, request)
-
-    monkeypatch.setattr(harness._RecordingMonitor, "RegisterResource", spy)
-    run_program(overrides)
-    return seen
-
-
-def test_model_volume_protection_follows_config(monkeypatch, run_program):
-    assert _protected(monkeypatch, run_program, {})["hybrid-llm-dev-gpu-0-models"] is False
-    seen = _protected(monkeypatch, run_program, {"hybrid-llm:protectModelVolume": "true"})
+def test_model_volume_retention_follows_config(dev_plan, run_program):
+    def kept(plan):
+        return {r.name: r.retain_on_delete for r in plan.resources}
+    assert kept(dev_plan)["hybrid-llm-dev-gpu-0-models"] is False
+    seen = kept(run_program({"hybrid-llm:protectModelVolume": "true"}))
     assert seen["hybrid-llm-dev-gpu-0-models"] is True
     assert seen["hybrid-llm-dev-gpu-0-instance"] is False
 
@@ -279,19 +267,36 @@ def test_fetched_nebula_files_are_the_meshs_parameters_and_match_its_config(dev_
         assert f'IFACE="{config["tun"]["dev"]}"' in files["/usr/local/sbin/hybrid-llm-wait-nebula"]
 
 
-def test_instances_boot_only_after_their_parameters_exist(monkeypatch, run_program):
-    dependencies: dict[str, set[str]] = {}
-    register = harness._RecordingMonitor.RegisterResource
-
-    def spy(self, request):
-        dependencies[request.name] = set(request.dependencies)
-        return register(self, request)
-
-    monkeypatch.setattr(harness._RecordingMonitor, "RegisterResource", spy)
-    plan = run_program({})
+def test_instances_boot_only_after_their_parameters_exist(dev_plan):
+    instances = {r.name: r for r in dev_plan.of_type("aws:ec2/instance:Instance")}
     for host, instance in (("lighthouse", "hybrid-llm-dev-lighthouse-instance"),
                            ("gpu-0", "hybrid-llm-dev-gpu-0-instance")):
-        own = {p.urn for p in plan.of_type("aws:ssm/parameter:Parameter")
+        own = {p.urn for p in dev_plan.of_type("aws:ssm/parameter:Parameter")
                if p.inputs["name"].startswith(f"/hybrid-llm/dev/hosts/{host}/")}
         assert len(own) >= 4
-        assert own <= dependencies[instance], host
+        assert own <= set(instances[instance].dependencies), host
+
+
+@pytest.mark.parametrize("host", ["lighthouse", "gpu-0"])
+def test_a_daily_refresh_reloads_nebula_with_the_current_files(dev_plan, host):
+    """A renewed certificate reaches a host that never stops (the lighthouse)."""
+    boot = dev_plan.file("lighthouse/boot.sh" if host == "lighthouse" else f"workers/{host}/boot.sh").content
+    files = boot_files(boot)
+    units = "/etc/systemd/system"
+    refresh = files[f"{units}/hybrid-llm-nebula-refresh.service"]
+    starts = [line.split("=", 1)[1] for line in refresh.splitlines() if line.startswith("ExecStart=")]
+    at_start = files[f"{units}/hybrid-llm-nebula-config.service"].split("ExecStart=")[1].strip()
+    assert starts == [at_start, "/bin/systemctl reload nebula.service"]
+    assert "ExecReload=/bin/kill -HUP $MAINPID" in files[f"{units}/nebula.service"]
+    assert "OnCalendar=daily" in files[f"{units}/hybrid-llm-nebula-refresh.timer"]
+    enabled = [line for line in boot.splitlines() if line.startswith("systemctl enable ")]
+    assert enabled and "hybrid-llm-nebula-refresh.timer" in enabled[0].split()
+
+
+def test_the_latest_deep_learning_ami_is_held_unless_pinned(dev_plan, run_program):
+    (template,) = dev_plan.of_type("aws:ec2/launchTemplate:LaunchTemplate")
+    assert template.ignore_changes == ("imageId",), "a new DLAMI release must not replace the worker"
+    pinned = run_program({"hybrid-llm:gpuAmiId": "ami-0123456789abcdef0"})
+    (template,) = pinned.of_type("aws:ec2/launchTemplate:LaunchTemplate")
+    assert template.ignore_changes == ()
+    assert template.plain()["imageId"] == "ami-0123456789abcdef0"

@@ -108,3 +108,12 @@ def test_policy_documents_are_rendered(dev_plan):
     (policy,) = [r for r in dev_plan.of_type("aws:iam/rolePolicy:RolePolicy")
                  if r.name == "hybrid-llm-dev-lighthouse-parameters"]
     assert json.loads(policy.inputs["policy"]) == rendered
+
+
+def test_the_latest_ami_is_held_unless_pinned(dev_plan, run_program):
+    (instance,) = [r for r in dev_plan.of_type("aws:ec2/instance:Instance") if "lighthouse" in r.name]
+    assert instance.ignore_changes == ("ami",), "a new AL2023 release must not replace the lighthouse"
+    pinned = run_program({"hybrid-llm:lighthouseAmiId": "ami-0fedcba9876543210"})
+    (instance,) = [r for r in pinned.of_type("aws:ec2/instance:Instance") if "lighthouse" in r.name]
+    assert instance.ignore_changes == ()
+    assert instance.plain()["ami"] == "ami-0fedcba9876543210"

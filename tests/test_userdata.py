@@ -200,7 +200,8 @@ def test_wait_nebula_returns_once_the_interface_has_the_address(tmp_path):
 def loop_device(tmp_path):
     require_root("attaches a loop device")
     losetup = require_tool("losetup")
-    for tool in ("blkid", "mkfs.ext4", "mount", "umount", "mountpoint"):
+    for tool in ("blkid", "mkfs.ext4", "resize2fs", "e2fsck", "dumpe2fs", "blockdev", "mount", "umount",
+                 "mountpoint"):
         require_tool(tool)
     image = tmp_path / "volume.img"
     image.write_bytes(b"")
@@ -229,8 +230,34 @@ def test_model_volume_is_formatted_once_and_keeps_its_models(tmp_path, loop_devi
 
         again = _model_volume(tmp_path, loop_device, mountpoint)       # the next start / a new instance
         assert again.returncode == 0, again.stderr
-        assert "creating" not in again.stderr
+        assert "creating" not in again.stderr and "growing" not in again.stderr
         assert (mountpoint / "llama3.2-3b.bin").read_text() == "weights"
+    finally:
+        subprocess.run(["umount", str(mountpoint)], check=False)
+
+
+def test_model_volume_grows_its_filesystem_when_the_volume_grew(tmp_path, loop_device):
+    mountpoint = tmp_path / "models"
+
+    def size_bytes() -> int:
+        stat = subprocess.run(["stat", "-f", "-c", "%b %S", str(mountpoint)], check=True,
+                              capture_output=True, text=True).stdout.split()
+        return int(stat[0]) * int(stat[1])
+
+    try:
+        assert _model_volume(tmp_path, loop_device, mountpoint).returncode == 0
+        (mountpoint / "model.bin").write_text("weights")
+        before = size_bytes()
+        subprocess.run(["umount", str(mountpoint)], check=True)
+        image = subprocess.run(["losetup", "--noheadings", "--output", "BACK-FILE", loop_device], check=True,
+                               capture_output=True, text=True).stdout.strip()
+        subprocess.run(["truncate", "-s", "128M", image], check=True)            # modelVolumeGiB raised
+        subprocess.run(["losetup", "--set-capacity", loop_device], check=True)
+        grown = _model_volume(tmp_path, loop_device, mountpoint)
+        assert grown.returncode == 0, grown.stderr
+        assert "growing the filesystem" in grown.stderr
+        assert size_bytes() > 1.8 * before
+        assert (mountpoint / "model.bin").read_text() == "weights"
     finally:
         subprocess.run(["umount", str(mountpoint)], check=False)
 

@@ -90,6 +90,7 @@ class PlannedResource:
     protect: bool = False
     retain_on_delete: bool = False
     dependencies: tuple[str, ...] = ()   # URNs it depends on: Pulumi deletes it before them
+    ignore_changes: tuple[str, ...] = ()
 
     def plain(self) -> dict:
         """Inputs with secrets unwrapped, for assertions."""
@@ -165,7 +166,7 @@ def redacted(value: Any) -> Any:
 
 class _RecordingMonitor(pulumi_mocks.MockMonitor):
     """The stock mock monitor, plus what a plan needs: parent, custom, raw inputs,
-    protect, retainOnDelete and dependencies."""
+    protect, retainOnDelete, dependencies and ignoreChanges."""
 
     def __init__(self, mocks: pulumi.runtime.Mocks):
         super().__init__(mocks)
@@ -182,6 +183,7 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
                 state=dict(registration.state), id=registration.id or None,
                 protect=bool(request.protect), retain_on_delete=bool(request.retainOnDelete),
                 dependencies=tuple(request.dependencies),
+                ignore_changes=tuple(request.ignoreChanges),
             ))
         return response
 

@@ -15,6 +15,6 @@ install_release nebula "@@{nebula_url}" "@@{nebula_sha256}" nebula /usr/local/bi
 @@{files}
 
 systemctl daemon-reload
-systemctl enable nebula.service
-systemctl start --no-block nebula.service
+systemctl enable nebula.service hybrid-llm-nebula-refresh.timer
+systemctl start --no-block nebula.service hybrid-llm-nebula-refresh.timer
 log "lighthouse ready to start nebula @@{nebula_version}"

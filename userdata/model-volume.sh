@@ -2,7 +2,8 @@
 # Every start: mount the model volume, found by its EBS volume id (names like
 # nvme1n1 are not stable, and on some GPU families that is an instance-store
 # disk). Formats only a device on which blkid finds nothing at all, so models
-# on an existing volume survive a new instance.
+# on an existing volume survive a new instance. Grows the filesystem, before
+# mounting it, when the volume grew (modelVolumeGiB raised): nothing by hand.
 set -euo pipefail
 readonly DEVICE="@@{device}" MOUNTPOINT="@@{mountpoint}" LABEL="@@{label}"
 readonly TIMEOUT=@@{timeout_seconds}
@@ -41,6 +42,16 @@ case $probe in
     exit 1
     ;;
 esac
+if [[ $fstype == ext4 ]]; then
+  device_bytes=$(blockdev --getsize64 "$DEVICE")
+  fs_bytes=$(dumpe2fs -h "$DEVICE" 2>/dev/null |
+    awk -F: '/^Block count/ {count = $2} /^Block size/ {size = $2} END {printf "%.0f", count * size}')
+  if ((device_bytes - fs_bytes > 8 * 1024 * 1024)); then
+    echo "growing the filesystem on $DEVICE to ${device_bytes} bytes" >&2
+    e2fsck -f -p "$DEVICE" >&2
+    resize2fs "$DEVICE" >&2
+  fi
+fi
 mkdir -p "$MOUNTPOINT"
 mount -t "$fstype" -o noatime "$DEVICE" "$MOUNTPOINT"
 echo "model volume mounted on $MOUNTPOINT ($fstype)" >&2

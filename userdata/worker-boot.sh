@@ -17,6 +17,6 @@ install_release k3s "@@{k3s_url}" "@@{k3s_sha256}" "" /usr/local/bin/k3s
 @@{files}
 
 systemctl daemon-reload
-systemctl enable nebula.service k3s.service hybrid-llm-activity.timer
-systemctl start --no-block k3s.service hybrid-llm-activity.timer
+systemctl enable nebula.service k3s.service hybrid-llm-activity.timer hybrid-llm-nebula-refresh.timer
+systemctl start --no-block k3s.service hybrid-llm-activity.timer hybrid-llm-nebula-refresh.timer
 log "worker @@{host} ready to start nebula @@{nebula_version} and k3s @@{k3s_version}"

@@ -23,8 +23,10 @@ class PinnedDownload:
         return self.sha256[arch]
 
 
-# k3s, the GPU workers' single-node cluster. Digests are the release's own
-# sha256sum-{amd64,arm64}.txt entries for the `k3s` binary.
+# k3s, the GPU workers' single-node cluster. Digests of the `k3s` binaries from the
+# release's sha256sum-{amd64,arm64}.txt, as an independent public project pins them
+# (no network here to download the release); check them against those files when
+# bumping.
 K3S = PinnedDownload(
     version="v1.34.2+k3s1",
     urls={

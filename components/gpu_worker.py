@@ -170,15 +170,11 @@ class GpuWorker(pulumi.ComponentResource):
             name, host, {"parameters": parameters, "metrics": pulumi.Output.from_input(metrics_policy())},
             self, account)
 
-        if args.ami_id:
-            ami: pulumi.Input[str] = args.ami_id
-        else:
-            ami = aws.ssm.get_parameter_output(
-                name=DLAMI_PARAMETER, opts=pulumi.InvokeOutputOptions(parent=self)).value
+        ami = hostboot.resolve_ami(args.ami_id, DLAMI_PARAMETER, "imageId", self)
 
         # The root mapping must name the AMI's own root device, or it adds a disk.
         image = aws.ec2.get_ami_output(
-            filters=[aws.ec2.GetAmiFilterArgs(name="image-id", values=[ami])],
+            filters=[aws.ec2.GetAmiFilterArgs(name="image-id", values=[ami.image_id])],
             opts=pulumi.InvokeOutputOptions(parent=self))
 
         # The volume first: its id is in the boot script (the by-id device path).
@@ -199,7 +195,7 @@ class GpuWorker(pulumi.ComponentResource):
         template = aws.ec2.LaunchTemplate(
             f"{name}-lt",
             description=f"hybrid-llm GPU worker {host}",
-            image_id=ami,
+            image_id=ami.image_id,
             instance_type=args.instance_type,
             update_default_version=True,
             iam_instance_profile=aws.ec2.LaunchTemplateIamInstanceProfileArgs(arn=iam.profile.arn),
@@ -220,9 +216,9 @@ class GpuWorker(pulumi.ComponentResource):
                     resource_type=kind, tags={"Name": f"{name}-{host}", "Role": "gpu-worker", "Worker": host})
                 for kind in ("instance", "volume")
             ],
-            # Held unless pinned: a new Deep Learning AMI release would otherwise
-            # change the template and replace the worker (and start it) on any `up`.
-            opts=pulumi.ResourceOptions(parent=self, ignore_changes=[] if args.ami_id else ["imageId"]),
+            # A held AMI: a new Deep Learning AMI release would otherwise change
+            # the template and replace the worker (and start it) on any `up`.
+            opts=pulumi.ResourceOptions(parent=self, ignore_changes=ami.ignore_changes),
         )
 
         instance = aws.ec2.Instance(

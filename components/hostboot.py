@@ -13,7 +13,7 @@ import re
 import string
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Optional
 
 import pulumi
 import pulumi_aws as aws
@@ -64,6 +64,25 @@ def install_block(files: list[BootFile]) -> str:
             "content": item.content.rstrip("\n"), "end": _HEREDOC_END,
         }).rstrip("\n"))
     return "\n".join(blocks)
+
+
+@dataclass(frozen=True)
+class Ami:
+    """The AMI an instance boots, and the property to hold (`ignore_changes`)."""
+
+    image_id: pulumi.Input[str]
+    ignore_changes: list[str]
+
+
+def resolve_ami(pinned: Optional[str], public_parameter: str, image_property: str,
+                parent: pulumi.Resource) -> Ami:
+    """A pinned AMI as given; else the one AWS's public SSM parameter names now,
+    held after creation: "latest" moves every few weeks, and following it would
+    replace the instance on an unrelated `pulumi up`."""
+    if pinned:
+        return Ami(pinned, [])
+    latest = aws.ssm.get_parameter_output(name=public_parameter, opts=pulumi.InvokeOutputOptions(parent=parent))
+    return Ami(latest.value, [image_property])
 
 
 @dataclass

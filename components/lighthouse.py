@@ -77,11 +77,7 @@ class Lighthouse(pulumi.ComponentResource):
     def __init__(self, name: str, args: LighthouseArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("hybrid-llm:index:Lighthouse", name, None, opts)
         arch = instance_types.architecture(args.instance_type)
-        if args.ami_id:
-            ami: pulumi.Input[str] = args.ami_id
-        else:
-            ami = aws.ssm.get_parameter_output(
-                name=AL2023_AMI_PARAMETER.format(arch=arch), opts=pulumi.InvokeOutputOptions(parent=self)).value
+        ami = hostboot.resolve_ami(args.ami_id, AL2023_AMI_PARAMETER.format(arch=arch), "ami", self)
 
         account = hostboot.AwsAccount.lookup(args.region, self)
         policy = account.parameter_arn(args.ssm_prefix).apply(hostboot.own_parameters_policy)
@@ -99,7 +95,7 @@ class Lighthouse(pulumi.ComponentResource):
 
         instance = aws.ec2.Instance(
             f"{name}-instance",
-            ami=ami,
+            ami=ami.image_id,
             instance_type=args.instance_type,
             subnet_id=args.subnet_id,
             vpc_security_group_ids=[args.security_group_id],
@@ -115,10 +111,9 @@ class Lighthouse(pulumi.ComponentResource):
             user_data=user_data,
             user_data_replace_on_change=True,
             tags={"Name": f"{name}-lighthouse", "Role": "lighthouse"},
-            # The "latest" AMI moves every few weeks; following it would replace the
-            # lighthouse (a mesh outage) on an unrelated `pulumi up`.
+            # A held AMI: a replaced lighthouse is a mesh outage.
             opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.nebula_parameters),
-                                        ignore_changes=[] if args.ami_id else ["ami"]),
+                                        ignore_changes=ami.ignore_changes),
         )
         aws.ec2.EipAssociation(
             f"{name}-eip", allocation_id=args.eip_allocation_id, instance_id=instance.id,

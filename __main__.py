@@ -7,14 +7,14 @@ import pulumi
 import pulumi_aws as aws
 
 from components.config import load_config
-from components.network import Network, NetworkArgs
+from components.aws.network import Network, NetworkArgs
 from components import inventory
-from components.nebula import NebulaMesh, NebulaMeshArgs
-from components.gpu_worker import GpuWorker, GpuWorkerArgs
-from components.lighthouse import Lighthouse, LighthouseArgs
-from components.scaler import Scaler, ScalerArgs
+from components.mesh.nebula import NebulaMesh, NebulaMeshArgs
+from components.aws.gpu_worker import GpuWorker, GpuWorkerArgs
+from components.aws.lighthouse import Lighthouse, LighthouseArgs
+from components.aws.scaler import Scaler, ScalerArgs
 from components import costs
-from components.budget import CostGuard, CostGuardArgs
+from components.aws.budget import CostGuard, CostGuardArgs
 
 cfg = load_config()
 

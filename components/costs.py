@@ -17,14 +17,14 @@ from typing import Optional
 import pulumi
 
 from components.config import NAMESPACE, ConfigError, StackConfig
-from components.lighthouse import ROOT_VOLUME_GIB as LIGHTHOUSE_ROOT_GIB
+from components.aws.lighthouse import ROOT_VOLUME_GIB as LIGHTHOUSE_ROOT_GIB
 
 PRICES_AS_OF = "2026-11"
 HOURS_PER_MONTH = 730            # AWS's own convention for monthly figures
 DAYS_PER_MONTH = HOURS_PER_MONTH / 24
 HOURS_PER_DAY_SHOWN = (2, 4, 8, 24)
 
-# What the other components do (components/scaler.py, userdata/activity-agent.sh);
+# What the other components do (components/aws/scaler.py, userdata/activity-agent.sh);
 # change these with them.
 SCALER_MEMORY_MB = 128           # arm64
 SCALER_SECONDS_PER_RUN = 1.0     # generous: a few boto3 calls

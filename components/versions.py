@@ -40,7 +40,7 @@ K3S = PinnedDownload(
 )
 
 # Nebula, on the lighthouse and the workers (the archive holds `nebula` and
-# `nebula-cert`). 1.10 reads the v1 certificates components/nebula_cert.py makes.
+# `nebula-cert`). 1.10 reads the v1 certificates components/mesh/nebula_cert.py makes.
 # Digests of the release archives as pinned by independent public projects (amd64
 # in several, arm64 in one); check them against the release's SHASUM256.txt when
 # bumping.

@@ -12,7 +12,7 @@ import sys
 import pytest
 import yaml
 
-from conftest import ROOT
+from tests.conftest import ROOT
 
 TOOL = ROOT / "tools" / "kubeconfig.py"
 

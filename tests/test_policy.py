@@ -11,7 +11,7 @@ import sys
 import pytest
 import yaml
 
-from conftest import ROOT
+from tests.conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "policy"))
 

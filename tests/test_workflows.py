@@ -10,7 +10,7 @@ import sys
 import pytest
 import yaml
 
-from conftest import ROOT, require_tool
+from tests.conftest import ROOT, require_tool
 
 WORKFLOWS = ROOT / ".github" / "workflows"
 NAMES = ("preview.yml", "up.yml")

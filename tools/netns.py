@@ -9,7 +9,7 @@ namespace's address). The rendered config points at /etc/nebula/, so every nebul
 gets a private mount namespace with its own directory bound there.
 
 Needs root, `ip` (iproute2), `unshare` (util-linux), `nebula` and `ping`. Shared by
-tests/test_nebula_mesh.py and bench/mesh_up.py.
+tests/mesh/test_nebula_mesh.py and bench/mesh_up.py.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, require_root, require_tool
+from tests.conftest import ROOT, require_root, require_tool
 
 EXPECTED_GROUPS = {"lighthouse": ["lighthouse"], "talos-cp-1": ["homelab", "kubernetes"],
                    "talos-worker-1": ["homelab", "kubernetes"], "gpu-0": ["aws", "gpu", "kubernetes"],

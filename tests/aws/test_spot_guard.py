@@ -5,7 +5,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from components import spot_guard
+from components.aws import spot_guard
 
 REGION = "us-east-1"
 GUARD = "pulumi-python:dynamic:Resource"

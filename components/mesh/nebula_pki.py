@@ -16,7 +16,10 @@ state, and its `diff` decides alone when to re-issue:
 * only `early_renewal_hours` changed: update in place (pulumi-tls does the same).
 
 The provider is pickled by reference to this module (importable from the
-project directory, where Pulumi runs the dynamic provider host). A host
+project directory, where Pulumi runs the dynamic provider host). So this file
+stays at `components/mesh/nebula_pki.py` once a stack exists: `pulumi destroy`
+and `refresh` unpickle the provider from state by this module path, and a moved
+module breaks them (keep a shim here if it ever has to move). A host
 certificate takes the CA key as a (secret) input to sign with, so the CA key sits
 in each host certificate's state too, encrypted like every Pulumi secret.
 """
@@ -30,7 +33,7 @@ from typing import Any, Optional, Sequence
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
-from components import nebula_cert
+from components.mesh import nebula_cert
 
 HOUR = 3600
 # A fresh certificate counts from a minute ago, so a host whose clock is a little

@@ -1,4 +1,4 @@
-"""The Scaler component under Pulumi mocks (tests/programs/scaler_only.py builds it
+"""The Scaler component under Pulumi mocks (tests/aws/programs/scaler_only.py builds it
 with two stand-in workers): least privilege, schedule, alarms, packaging."""
 
 import ast
@@ -205,7 +205,7 @@ def test_outputs(plan):
 
 
 def test_mismatched_ids_and_arns_are_refused():
-    from components.scaler import Scaler, ScalerArgs
+    from components.aws.scaler import Scaler, ScalerArgs
 
     with pytest.raises(ValueError, match="one instance ARN per instance id"):
         Scaler("s", ScalerArgs(instance_ids=["i-1", "i-2"], instance_arns=["arn:1"],

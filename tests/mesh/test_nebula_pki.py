@@ -8,8 +8,8 @@ import textwrap
 import pytest
 from pulumi.runtime import rpc
 
-from components import nebula_cert as nc
-from components.nebula_pki import CaProvider, HostCertProvider
+from components.mesh import nebula_cert as nc
+from components.mesh.nebula_pki import CaProvider, HostCertProvider
 from tools import harness
 
 HOUR = 3600
@@ -124,7 +124,7 @@ def test_ca_renewal_window_and_changes(ca_outs):
 
 PROGRAM = textwrap.dedent("""
     import pulumi
-    from components.nebula_pki import NebulaCertificateAuthority, NebulaHostCertificate
+    from components.mesh.nebula_pki import NebulaCertificateAuthority, NebulaHostCertificate
 
     ca = NebulaCertificateAuthority("ca", ca_name="t", validity_period_hours=100)
     cert = NebulaHostCertificate("h", ca=ca, host_name="h", ip="10.42.1.1/16", groups=["homelab"],

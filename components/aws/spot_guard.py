@@ -12,6 +12,10 @@ deletes it (and runs `delete` below) before the instance, both on `pulumi
 destroy` and when the instance is replaced. Creating it calls no AWS API.
 `delete` uses boto3 with the stack's region and `aws:profile`, otherwise the
 standard credential chain, the same credentials `pulumi destroy` runs with.
+
+The provider is pickled into the stack's state by reference to this module, so
+this file stays at `components/aws/spot_guard.py` once a stack exists (`pulumi
+destroy` finds the provider by this path; keep a shim here if it must move).
 """
 
 from __future__ import annotations

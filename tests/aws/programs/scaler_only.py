@@ -4,7 +4,7 @@ workers (the real GpuWorker ids and ARNs are wired in by __main__.py)."""
 import pulumi
 
 from components.config import load_config
-from components.scaler import Scaler, ScalerArgs
+from components.aws.scaler import Scaler, ScalerArgs
 
 cfg = load_config()
 WORKERS = {"i-0aaaaaaaaaaaaaaa1": "gpu-0", "i-0bbbbbbbbbbbbbbb2": "gpu-1"}

@@ -17,12 +17,12 @@ from typing import Optional
 import pulumi
 import pulumi_aws as aws
 
-from components import nebula_config
+from components.mesh import nebula_config
 from components.addressing import MeshAddressPlan
 from components.config import ConfigError, NAMESPACE
 from components.generated import publish
 from components.inventory import Host
-from components.nebula_pki import NebulaCertificateAuthority, NebulaHostCertificate
+from components.mesh.nebula_pki import NebulaCertificateAuthority, NebulaHostCertificate
 
 # Parameter names below `{prefix}/nebula/`; the boot unit fetches exactly these.
 FILES = ("ca.crt", "host.crt", "host.key", "config.yml")

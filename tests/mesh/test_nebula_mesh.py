@@ -11,9 +11,9 @@ import time
 import pytest
 import yaml
 
-from components import nebula_cert
+from components.mesh import nebula_cert
 from components.inventory import GROUPS
-from conftest import require_root, require_tool
+from tests.conftest import require_root, require_tool
 from tools import harness
 from tools.netns import NebulaLab, lab_files
 

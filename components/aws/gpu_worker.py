@@ -14,10 +14,10 @@ Why these resources:
   expiring after 7 days, so `valid_until` is set far ahead.
   Deleting an instance launched with a persistent request may leave the request
   open, and it would launch a new instance (terraform-provider-aws issue 38142):
-  a `SpotGuard` (components/spot_guard.py) cancels the request first.
+  a `SpotGuard` (components/aws/spot_guard.py) cancels the request first.
 - The model volume is its own resource in the instance's AZ, so it outlives the
   instance; the boot finds it by volume id and never reformats it.
-- The PKI (components/k3s_pki.py) makes the kubeconfig a stack output before the
+- The PKI (components/aws/k3s_pki.py) makes the kubeconfig a stack output before the
   worker ever boots.
 """
 
@@ -32,12 +32,13 @@ import pulumi
 import pulumi_aws as aws
 import yaml
 
-from components import hostboot, k3s_pki, versions
-from components.spot_guard import SpotGuard
+from components import versions
+from components.aws import hostboot, k3s_pki
+from components.aws.spot_guard import SpotGuard
 from components.generated import publish
-from components.hostboot import BootFile
-from components.lighthouse import nebula_boot_files
-from components.nebula_config import OLLAMA_PORT, TUN_DEVICE
+from components.aws.hostboot import BootFile
+from components.aws.lighthouse import nebula_boot_files
+from components.mesh.nebula_config import OLLAMA_PORT, TUN_DEVICE
 
 DLAMI_PARAMETER = "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-ubuntu-22.04/latest/ami-id"
 METRIC_NAMESPACE = "HybridLLM"

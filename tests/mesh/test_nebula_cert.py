@@ -12,7 +12,7 @@ import re
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
 
-from components import nebula_cert as nc
+from components.mesh import nebula_cert as nc
 
 NOW = 1_800_000_000
 HOUR = 3600

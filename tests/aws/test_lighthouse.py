@@ -7,7 +7,7 @@ import json
 import pytest
 
 from components import versions
-from components.lighthouse import AL2023_AMI_PARAMETER
+from components.aws.lighthouse import AL2023_AMI_PARAMETER
 from tests import iam_sim
 from tools import mocks
 

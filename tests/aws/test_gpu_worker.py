@@ -10,10 +10,10 @@ import re
 import pytest
 import yaml
 
-from components import k3s_pki
-from components.gpu_worker import DLAMI_PARAMETER
+from components.aws import k3s_pki
+from components.aws.gpu_worker import DLAMI_PARAMETER
 from tests import iam_sim
-from tests.test_lighthouse import PARAMETER_ARN, ami_answer, role_documents
+from tests.aws.test_lighthouse import PARAMETER_ARN, ami_answer, role_documents
 from tools import harness, mocks
 
 TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate"

@@ -14,11 +14,12 @@ from typing import Optional, Sequence
 import pulumi
 import pulumi_aws as aws
 
-from components import hostboot, instance_types, versions
+from components import instance_types, versions
+from components.aws import hostboot
 from components.generated import publish
-from components.hostboot import BootFile
-from components.nebula import FILES as NEBULA_FILES
-from components.nebula_config import PKI_DIR
+from components.aws.hostboot import BootFile
+from components.mesh.nebula import FILES as NEBULA_FILES
+from components.mesh.nebula_config import PKI_DIR
 
 AL2023_AMI_PARAMETER = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-{arch}"
 ROOT_VOLUME_GIB = 8          # the AL2023 snapshot size; nebula needs nothing more

@@ -20,7 +20,7 @@ import pulumi_aws as aws
 
 from components.generated import publish
 
-USERDATA = Path(__file__).resolve().parent.parent / "userdata"
+USERDATA = Path(__file__).resolve().parents[2] / "userdata"
 _HEREDOC_END = "HYBRID_LLM_EOF"
 # Session Manager (shell without SSH) for every instance; AWS's managed policy.
 SSM_CORE_POLICY = "arn:{partition}:iam::aws:policy/AmazonSSMManagedInstanceCore"

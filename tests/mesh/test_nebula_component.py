@@ -11,10 +11,10 @@ import pytest
 import yaml
 from pulumi.runtime import rpc
 
-from components import nebula_cert as nc
+from components.mesh import nebula_cert as nc
 from components.config import ConfigError
 from components.inventory import Host
-from components.nebula import NebulaMeshArgs, _check_hosts
+from components.mesh.nebula import NebulaMeshArgs, _check_hosts
 from tools import harness
 
 PARAMETER = "aws:ssm/parameter:Parameter"

@@ -25,9 +25,9 @@ import pulumi
 import pulumi_aws as aws
 
 from components.generated import publish
-from components.gpu_worker import METRIC_NAMESPACE
+from components.aws.gpu_worker import METRIC_NAMESPACE
 
-CODE_DIR = Path(__file__).resolve().parent.parent / "scaler_lambda"
+CODE_DIR = Path(__file__).resolve().parents[2] / "scaler_lambda"
 CODE_FILES = ("__init__.py", "decision.py", "handler.py")
 RUNTIME = "python3.13"
 HANDLER = "scaler_lambda.handler.handler"

@@ -17,9 +17,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from components import hostboot
+from components.aws import hostboot
 from tests.conftest import ROOT, require_root, require_tool
-from tests.test_gpu_worker import boot_files
+from tests.aws.test_gpu_worker import boot_files
 from tools import harness, mocks
 
 KUBERNETES_VERSION = "1.34"        # k3s v1.34 (components/versions.py)

@@ -22,6 +22,7 @@ aws_provider = aws.Provider(
     "aws",
     region=cfg.region,
     profile=cfg.aws_profile,
+    allowed_account_ids=list(cfg.aws_allowed_account_ids) or None,
     default_tags=aws.ProviderDefaultTagsArgs(
         tags={"Project": cfg.project, "Stack": cfg.stack, "ManagedBy": "pulumi"}
     ),
@@ -31,7 +32,9 @@ on_aws = pulumi.ResourceOptions(providers=[aws_provider])
 network = Network(
     cfg.resource_prefix,
     NetworkArgs(vpc_cidr=cfg.vpc_cidr, nebula_port=cfg.nebula_port,
-                availability_zone=cfg.availability_zone),
+                availability_zone=cfg.availability_zone,
+                instance_types={"gpuInstanceType": cfg.gpu_instance_type,
+                                "lighthouseInstanceType": cfg.lighthouse_instance_type}),
     opts=on_aws,
 )
 
@@ -57,7 +60,7 @@ lighthouse = Lighthouse(
         subnet_id=network.subnet_id, security_group_id=network.lighthouse_security_group_id,
         eip_allocation_id=network.lighthouse_eip_allocation_id,
         disable_api_termination=cfg.lighthouse_disable_api_termination, ami_id=cfg.lighthouse_ami_id,
-        nebula_parameters=mesh.parameters["lighthouse"],
+        nebula_parameters=mesh.parameters["lighthouse"], boot_after=network.internet_route,
     ),
     opts=on_aws,
 )
@@ -75,7 +78,7 @@ workers = {
             spot=cfg.gpu_spot, spot_max_price=cfg.gpu_spot_max_price, aws_profile=cfg.aws_profile,
             ami_id=cfg.gpu_ami_id,
             protect_model_volume=cfg.protect_model_volume,
-            nebula_parameters=mesh.parameters[host.name],
+            nebula_parameters=mesh.parameters[host.name], boot_after=network.internet_route,
         ),
         opts=on_aws,
     )

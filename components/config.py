@@ -25,9 +25,21 @@ NAMESPACE = "hybrid-llm"
 _K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _AZ = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d[a-z]$")
 _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
-_SCHEDULE = re.compile(r"^(rate\(\d+ (minute|minutes|hour|hours|day|days)\)|cron\(.+\))$")
+_RATE = re.compile(r"^rate\((?P<value>\d+) (?P<unit>minute|minutes|hour|hours|day|days)\)$")
+_CRON = re.compile(r"^cron\((?P<fields>[^()]*)\)$")
+# One field of an EventBridge cron: digits, names (JAN, MON), and , - * ? / L W #.
+_CRON_FIELD = re.compile(r"^[0-9A-Za-z,\-*?/#]+$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-_MODEL = re.compile(r"^[a-z0-9][a-z0-9._/-]*(:[A-Za-z0-9._-]+)?$")
+# Ollama's `[host[:port]/][namespace/]model[:tag]`, e.g. llama3.2:3b or
+# hf.co/bartowski/Llama-3.2-1B-Instruct-GGUF:Q4_K_M (case is kept in the path).
+_MODEL = re.compile(r"^([a-z0-9][a-z0-9.-]*(:\d+)?/)?([A-Za-z0-9][A-Za-z0-9._-]*/)*"
+                    r"[A-Za-z0-9][A-Za-z0-9._-]*(:[A-Za-z0-9][A-Za-z0-9._-]*)?$")
+# EBS gp3: 1 GiB to 64 TiB (CreateVolume's current API reference; older pages say 16 TiB).
+GP3_MAX_GIB = 65536
+# `aws:` keys this program reads; its explicit AWS provider sees nothing else.
+AWS_KEYS = ("region", "profile", "allowedAccountIds")
+# Namespaces a stack file may use: this project, the AWS keys above, Pulumi's own.
+_NAMESPACES = (NAMESPACE, "aws", "pulumi")
 _PRICE = re.compile(r"^\d+(\.\d+)?$")
 
 
@@ -45,6 +57,8 @@ class StackConfig:
     aws_profile: Optional[str]
     """`aws:profile`: the explicit AWS provider and the spot guard use it (an explicit
     provider does not read the stack's `aws:` settings by itself)."""
+    aws_allowed_account_ids: tuple[str, ...]
+    """`aws:allowedAccountIds`: the provider refuses any other account."""
     vpc_cidr: ipaddress.IPv4Network
     availability_zone: Optional[str]
     nebula_cidr: ipaddress.IPv4Network
@@ -138,7 +152,22 @@ def _cidr(raw: str, key: str) -> ipaddress.IPv4Network:
         raise _fail(key, f"not a valid IPv4 CIDR ({err})") from None
     if not isinstance(network, ipaddress.IPv4Network):
         raise _fail(key, f"must be an IPv4 CIDR, got {raw!r}")
+    special = _special_use(network)
+    if special:
+        raise _fail(key, f"{network} is {special} space; use a private range such as 10.0.0.0/8")
     return network
+
+
+def _special_use(network: ipaddress.IPv4Network) -> Optional[str]:
+    """Why no host may be addressed from this range (RFC 6890), or None."""
+    for kind, test in (("loopback", "is_loopback"), ("link-local", "is_link_local"),
+                       ("multicast", "is_multicast"), ("reserved", "is_reserved"),
+                       ("unspecified", "is_unspecified")):
+        if getattr(network, test) or getattr(network.network_address, test):
+            return kind
+    if network.overlaps(ipaddress.IPv4Network("0.0.0.0/8")):
+        return "\"this network\" (0.0.0.0/8)"
+    return None
 
 
 def _optional_cidr(raw: str, key: str) -> Optional[ipaddress.IPv4Network]:
@@ -168,6 +197,13 @@ def _gpu_instance_type(raw: str, key: str) -> str:
     if problem:
         raise _fail(key, problem)
     return raw
+
+
+def _gp3_size(raw: str, key: str) -> int:
+    value = _positive(raw, key)
+    if value > GP3_MAX_GIB:
+        raise _fail(key, f"{value} GiB is more than a gp3 volume can hold ({GP3_MAX_GIB} GiB)")
+    return value
 
 
 def _availability_zone(raw: str, key: str) -> Optional[str]:
@@ -201,9 +237,35 @@ def _models(raw: str, key: str) -> tuple[str, ...]:
 
 
 def _schedule(raw: str, key: str) -> str:
-    if not _SCHEDULE.match(raw.strip()):
-        raise _fail(key, f"expected an EventBridge schedule like rate(1 minute), got {raw!r}")
-    return raw.strip()
+    """EventBridge's own rules: `rate(1 minute)`, `rate(5 minutes)` (singular only for
+    1, at least 1), or a six-field `cron(...)` with `?` in day-of-month or day-of-week."""
+    text = raw.strip()
+    rate, cron = _RATE.match(text), _CRON.match(text)
+    if rate:
+        value, unit = int(rate["value"]), rate["unit"]
+        if value < 1:
+            raise _fail(key, f"a rate must be at least 1, got {raw!r}")
+        if (value == 1) != (not unit.endswith("s")):
+            right = unit.rstrip("s") if value == 1 else unit.rstrip("s") + "s"
+            raise _fail(key, f"EventBridge wants rate({value} {right}), got {raw!r}")
+        return text
+    if cron:
+        fields = cron["fields"].split()
+        if len(fields) != 6 or not all(_CRON_FIELD.match(f) for f in fields):
+            raise _fail(key, "a cron expression has six fields (minutes hours day-of-month month "
+                             f"day-of-week year), got {raw!r}")
+        if "?" not in (fields[2], fields[4]):
+            raise _fail(key, f"cron needs ? in day-of-month or day-of-week, got {raw!r}")
+        return text
+    raise _fail(key, f"expected an EventBridge schedule like rate(1 minute), got {raw!r}")
+
+
+def schedule_minutes(expression: str) -> Optional[int]:
+    """Minutes between runs of a `rate(...)` schedule; None for cron."""
+    rate = _RATE.match(expression)
+    if not rate:
+        return None
+    return int(rate["value"]) * {"minute": 1, "hour": 60, "day": 1440}[rate["unit"].rstrip("s")]
 
 
 def _spot_price(raw: str, key: str) -> Optional[str]:
@@ -236,7 +298,7 @@ class _Key:
 
 
 # The Pulumi.yaml `config:` block declares the same keys with their defaults and
-# descriptions; a test keeps the two in step.
+# descriptions (but for UNDECLARED_KEYS); a test keeps the two in step.
 KEYS: dict[str, _Key] = {
     "vpcCidr": _Key("vpc_cidr", _cidr),
     "availabilityZone": _Key("availability_zone", _availability_zone),
@@ -254,8 +316,8 @@ KEYS: dict[str, _Key] = {
     "gpuAmiId": _Key("gpu_ami_id", _ami),
     "lighthouseAmiId": _Key("lighthouse_ami_id", _ami),
     "gpuWorkers": _Key("gpu_workers", _positive),
-    "gpuRootVolumeGiB": _Key("gpu_root_volume_gib", _positive),
-    "modelVolumeGiB": _Key("model_volume_gib", _positive),
+    "gpuRootVolumeGiB": _Key("gpu_root_volume_gib", _gp3_size),
+    "modelVolumeGiB": _Key("model_volume_gib", _gp3_size),
     "protectModelVolume": _Key("protect_model_volume", _boolean),
     "gpuClusterPodCidr": _Key("gpu_cluster_pod_cidr", _cidr),
     "gpuClusterServiceCidr": _Key("gpu_cluster_service_cidr", _cidr),
@@ -271,19 +333,47 @@ KEYS: dict[str, _Key] = {
     "budgetEmails": _Key("budget_emails", _emails),
 }
 
-# Keys that may be absent (no default in Pulumi.yaml).
-OPTIONAL_KEYS = frozenset({"homelabKubeconfig"})
+# Optional keys Pulumi.yaml must not declare: a declared key without a default is
+# required by the Pulumi CLI for every stack, and a `secret: true` key cannot take
+# a plain default. So the secret kubeconfig is documented there in a comment, and
+# the program itself insists that it is set as a secret.
+UNDECLARED_KEYS = frozenset({"homelabKubeconfig"})
 
 
-def parse(raw: Mapping[str, Any], *, project: str, stack: str) -> StackConfig:
+def _unknown_key_problem(raw: Mapping[str, Any]) -> Optional[str]:
+    """A key that would be silently ignored: a misspelt key or namespace, or an
+    `aws:` setting the explicit AWS provider never sees."""
+    for full in sorted(raw):
+        namespace, sep, key = str(full).partition(":")
+        if not sep:
+            return f"{full}: not a namespaced key (expected {NAMESPACE}:<key>)"
+        if namespace == NAMESPACE:
+            if key not in KEYS:
+                guess = difflib.get_close_matches(key, KEYS, n=1)
+                hint = f"did you mean {NAMESPACE}:{guess[0]}?" if guess else "see the config block of Pulumi.yaml"
+                return f"{full}: unknown key ({hint})"
+        elif namespace == "aws":
+            if key not in AWS_KEYS:
+                guess = difflib.get_close_matches(key, AWS_KEYS, n=1)
+                hint = f"did you mean aws:{guess[0]}? " if guess else ""
+                return (f"{full}: not used ({hint}this program builds its AWS provider from "
+                        f"{', '.join('aws:' + k for k in AWS_KEYS)} only)")
+        elif namespace not in _NAMESPACES:
+            guess = difflib.get_close_matches(namespace, _NAMESPACES, n=1)
+            hint = f"did you mean {guess[0]}:{key}?" if guess else f"this program reads {NAMESPACE}:, aws: and pulumi: keys"
+            return f"{full}: unknown namespace {namespace!r} ({hint})"
+    return None
+
+
+def parse(raw: Mapping[str, Any], *, project: str, stack: str,
+          secret_keys: frozenset[str] = frozenset()) -> StackConfig:
     """Turn raw config (full keys like `hybrid-llm:vpcCidr` and `aws:region`) into a
-    validated `StackConfig`, or raise one `ConfigError`."""
+    validated `StackConfig`, or raise one `ConfigError`. `secret_keys` are the full
+    keys the stack holds encrypted."""
+    problem = _unknown_key_problem(raw)
+    if problem:
+        raise ConfigError(problem)
     prefix = f"{NAMESPACE}:"
-    unknown = sorted(k for k in raw if k.startswith(prefix) and k[len(prefix):] not in KEYS)
-    if unknown:
-        guess = difflib.get_close_matches(unknown[0][len(prefix):], KEYS, n=1)
-        hint = f"did you mean {prefix}{guess[0]}?" if guess else "see the config block of Pulumi.yaml"
-        raise ConfigError(f"{unknown[0]}: unknown key ({hint})")
 
     region = raw.get("aws:region")
     if not region:
@@ -294,25 +384,44 @@ def parse(raw: Mapping[str, Any], *, project: str, stack: str) -> StackConfig:
     values: dict[str, Any] = {}
     for key, spec in KEYS.items():
         full = prefix + key
-        if full not in raw or raw[full] is None:
-            if key in OPTIONAL_KEYS:
+        if full not in raw or raw[full] is None or (key in UNDECLARED_KEYS and not str(raw[full]).strip()):
+            if key in UNDECLARED_KEYS:
                 values[spec.attr] = None
                 continue
             raise ConfigError(f"{full}: not set and Pulumi.yaml declares no default")
         value = spec.parse(raw[full], key)
         if spec.secret:
+            if full not in secret_keys:
+                raise _fail(key, f"holds credentials: set it with `pulumi config set --secret {full} ...`")
             value = pulumi.Output.secret(value)
         values[spec.attr] = value
 
     profile = raw.get("aws:profile") or None
     config = StackConfig(project=project, stack=stack, region=str(region),
-                         aws_profile=str(profile) if profile else None, **values)
+                         aws_profile=str(profile) if profile else None,
+                         aws_allowed_account_ids=_account_ids(raw.get("aws:allowedAccountIds")),
+                         **values)
     _check_relations(config)
     return config
 
 
+def _account_ids(raw: Any) -> tuple[str, ...]:
+    if raw is None or raw == "":
+        return ()
+    try:
+        ids = json.loads(raw) if isinstance(raw, str) else raw
+    except json.JSONDecodeError:
+        ids = None
+    if not isinstance(ids, list) or not all(isinstance(i, str) and re.match(r"^\d{12}$", i) for i in ids):
+        raise ConfigError(f"aws:allowedAccountIds: expected an array of 12-digit account ids, got {raw!r}")
+    return tuple(ids)
+
+
 def _check_relations(cfg: StackConfig) -> None:
     """Rules that involve more than one key."""
+    if cfg.availability_zone and not re.fullmatch(re.escape(cfg.region) + r"[a-z]", cfg.availability_zone):
+        raise _fail("availabilityZone", f"{cfg.availability_zone} is not a zone of aws:region "
+                                        f"{cfg.region} (like {cfg.region}a)")
     if not 16 <= cfg.vpc_cidr.prefixlen <= 28:
         raise _fail("vpcCidr", f"AWS allows a VPC from /16 to /28, got /{cfg.vpc_cidr.prefixlen}")
     if cfg.nebula_port > 65535:
@@ -362,15 +471,19 @@ def _check_relations(cfg: StackConfig) -> None:
         raise _fail("budgetMonthlyUsd", "a budget needs hybrid-llm:budgetEmails to alert")
 
 
-def _raw_from_runtime() -> dict[str, Any]:
-    """Every config value the Pulumi engine gave this program, by full key."""
+def _raw_from_runtime() -> tuple[dict[str, Any], frozenset[str]]:
+    """Every config value the Pulumi engine gave this program, by full key, and the
+    keys it holds as secrets."""
     from pulumi.runtime import config as runtime_config
 
     raw: dict[str, Any] = dict(runtime_config.get_config_env())
     raw.update(runtime_config.CONFIG.get())
-    return raw
+    from_env = set(runtime_config.get_config_secret_keys_env())
+    secret = frozenset(k for k in raw if k in from_env or runtime_config.is_config_secret(k))
+    return raw, secret
 
 
 def load_config() -> StackConfig:
     """Read this stack's configuration from the Pulumi runtime, once."""
-    return parse(_raw_from_runtime(), project=pulumi.get_project(), stack=pulumi.get_stack())
+    raw, secret = _raw_from_runtime()
+    return parse(raw, project=pulumi.get_project(), stack=pulumi.get_stack(), secret_keys=secret)

@@ -16,7 +16,7 @@ from typing import Optional
 
 import pulumi
 
-from components.config import NAMESPACE, ConfigError, StackConfig
+from components.config import NAMESPACE, ConfigError, StackConfig, schedule_minutes
 from components.aws.lighthouse import ROOT_VOLUME_GIB as LIGHTHOUSE_ROOT_GIB
 
 PRICES_AS_OF = "2026-11"
@@ -149,10 +149,6 @@ def _hourly(table: dict[str, float], instance_type: str, key: str, region: str, 
     return table[instance_type]
 
 
-_RATE = re.compile(r"^rate\((\d+) (minute|minutes|hour|hours|day|days)\)$")
-_MINUTES = {"minute": 1, "minutes": 1, "hour": 60, "hours": 60, "day": 1440, "days": 1440}
-
-
 def _cron_field_count(field: str, size: int) -> int:
     """How many values a cron minute/hour field matches (`*`, `*/N`, `a-b`, `a,b`)."""
     if field in ("*", "?"):
@@ -174,9 +170,10 @@ def _cron_field_count(field: str, size: int) -> int:
 def runs_per_month(schedule: str) -> float:
     """Invocations a month of an EventBridge schedule; cron day fields count as every
     day, so a cron figure is an upper bound."""
-    rate = _RATE.match(schedule)
-    if rate:
-        minutes = int(rate.group(1)) * _MINUTES[rate.group(2)]
+    minutes = schedule_minutes(schedule)
+    if minutes is not None:
+        if minutes < 1:
+            raise UnpricedError(f"{NAMESPACE}:scalerSchedule: {schedule!r} never runs")
         return HOURS_PER_MONTH * 60 / minutes
     fields = schedule[len("cron("):-1].split()
     try:

@@ -122,6 +122,20 @@ def _imdsv2(resource_type: str, props: Props, name: str, config: Mapping[str, An
     return []
 
 
+def _imds_hop_limit(resource_type: str, props: Props, name: str, config: Mapping[str, Any]) -> list[str]:
+    """Hop limit 1: a container's packets take a second hop, so pods cannot reach
+    the instance's role (which reads host keys). Unset is not enough: AMIs may
+    default to 2 (Amazon Linux 2023 does)."""
+    options = props.get("metadataOptions")
+    if resource_type == INSTANCE and not options and _from_template(props):
+        return []
+    limit = (options or {}).get("httpPutResponseHopLimit")
+    if limit is None or float(limit) != 1:
+        return [f"{name}: metadataOptions.httpPutResponseHopLimit is {limit!r}, must be 1 (pods would reach "
+                "the instance role)"]
+    return []
+
+
 def _encrypted(resource_type: str, props: Props, name: str, config: Mapping[str, Any]) -> list[str]:
     out = []
     if resource_type == VOLUME:
@@ -289,6 +303,8 @@ _IAM = frozenset({ROLE_POLICY, POLICY, ROLE})
 RULES: list[Rule] = [
     Rule("imdsv2-required", "Instances and launch templates require IMDSv2 session tokens.",
          frozenset({INSTANCE, LAUNCH_TEMPLATE}), _imdsv2),
+    Rule("imds-hop-limit-1", "Instances and launch templates keep instance metadata from containers (hop limit 1).",
+         frozenset({INSTANCE, LAUNCH_TEMPLATE}), _imds_hop_limit),
     Rule("ebs-encrypted", "Every EBS volume and root device is encrypted.",
          frozenset({VOLUME, INSTANCE, LAUNCH_TEMPLATE}), _encrypted),
     Rule("no-open-ingress", "No security-group ingress from 0.0.0.0/0 or ::/0 except Nebula's UDP port.",

@@ -105,6 +105,15 @@ def activity(cloudwatch: Any, env: Env, instance_id: str, now: datetime) -> dict
         kwargs = {"NextToken": page["NextToken"]}
 
 
+# StateReason codes of an instance that EC2 stopped for a spot interruption.
+SPOT_INTERRUPTION_CODES = ("Server.SpotInstanceShutdown", "Server.SpotInstanceTermination")
+
+
+def interrupted(instance: Mapping[str, Any]) -> bool:
+    """Stopped by a spot interruption, not by us or a user."""
+    return instance.get("StateReason", {}).get("Code") in SPOT_INTERRUPTION_CODES
+
+
 def stop_arguments(instance: Mapping[str, Any], hibernate: bool) -> dict[str, Any]:
     """Hibernate only when asked and the instance was launched with hibernation
     configured; otherwise StopInstances would fail or the request is a plain stop."""
@@ -124,6 +133,9 @@ def decide_one(ec2: Any, cloudwatch: Any, env: Env, instance_id: str, now: datet
     points = activity(cloudwatch, env, instance_id, now) if state == "running" else {}
     verdict: Decision = decide(state, launch, points, now, env.settings)
     entry = {"instance_id": instance_id, "action": verdict.action, "reason": verdict.reason}
+    if state == "stopped" and interrupted(instance):
+        entry["reason"] += ("; stopped by a spot interruption: only EC2 restarts it, when capacity "
+                            "returns (StartInstances is refused until then)")
     if verdict.action == STOP:
         kwargs = stop_arguments(instance, env.hibernate)
         try:

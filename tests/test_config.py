@@ -32,13 +32,19 @@ def _parse(overrides: dict):
 # --- the schema: Pulumi.yaml and the typed object agree ------------------------
 
 
-def test_every_pulumi_yaml_key_is_typed_and_described():
+def test_every_pulumi_yaml_key_is_typed_described_and_defaulted():
+    """The CLI requires every declared key without a default in every stack, so
+    each declared key has one; the undeclared ones are only the optional secrets."""
     declared = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())["config"]
-    assert set(declared) == set(config_module.KEYS)
+    assert set(declared) == set(config_module.KEYS) - config_module.UNDECLARED_KEYS
     for key, spec in declared.items():
         assert spec.get("type") in {"string", "integer", "boolean", "array"}, key
         assert spec.get("description"), key
-        assert "default" in spec or key in config_module.OPTIONAL_KEYS, key
+        assert "default" in spec, key
+        assert not spec.get("secret"), key
+    for key in config_module.UNDECLARED_KEYS:
+        assert config_module.KEYS[key].secret
+        assert key in (ROOT / "Pulumi.yaml").read_text(), f"{key} is documented in a comment"
 
 
 def test_pulumi_yaml_runtime_uses_pip_and_venv():
@@ -92,9 +98,25 @@ def test_arrays_are_json_like_pulumi_config_set():
 
 
 def test_homelab_kubeconfig_is_a_secret(run_program):
-    cfg = _parse({"hybrid-llm:homelabKubeconfig": "apiVersion: v1\nkind: Config\n"})
+    key = "hybrid-llm:homelabKubeconfig"
+    raw = harness.stack_config("dev", {key: "apiVersion: v1\nkind: Config\n"})
+    cfg = parse(raw, project="hybrid-llm", stack="dev", secret_keys=frozenset({key}))
     from pulumi.runtime.sync_await import _sync_await
     assert _sync_await(cfg.homelab_kubeconfig.is_secret()) is True
+
+
+def test_homelab_kubeconfig_set_in_plain_text_is_refused():
+    key = "hybrid-llm:homelabKubeconfig"
+    config = harness.stack_config("dev", {key: "apiVersion: v1\nkind: Config\n"})
+    with pytest.raises(ConfigError) as info:
+        harness.run(config, secret_keys=[])
+    assert str(info.value).startswith(f"{key}:") and "--secret" in str(info.value)
+
+
+def test_empty_homelab_kubeconfig_means_none():
+    cfg = parse(harness.stack_config("dev", {"hybrid-llm:homelabKubeconfig": ""}), project="hybrid-llm",
+                stack="dev")
+    assert cfg.homelab_kubeconfig is None
 
 
 # --- one test per validation rule -----------------------------------------------
@@ -266,3 +288,109 @@ def test_invalid_config_declares_no_resource():
             from pulumi.runtime import settings
             monitor_resources = list(settings.get_monitor().resources)
     assert monitor_resources == []
+
+
+# --- what AWS or the Pulumi CLI would refuse at `up` is refused offline first ----
+
+
+@pytest.mark.parametrize("schedule,hint", [
+    ("rate(0 minutes)", "at least 1"),
+    ("rate(1 minutes)", "rate(1 minute)"),
+    ("rate(5 minute)", "rate(5 minutes)"),
+    ("rate(2 hour)", "rate(2 hours)"),
+    ("rate(1 second)", "EventBridge schedule"),
+    ("cron(0 * * * *)", "six fields"),
+    ("cron(0 10 * * MON *)", "?"),
+    ("cron(0 10 * * ? * *)", "six fields"),
+    ("cron(0 10 * * ? $)", "six fields"),
+])
+def test_schedules_eventbridge_refuses(run_program, schedule, hint):
+    message = _error(run_program, {"hybrid-llm:scalerSchedule": schedule})
+    assert message.startswith("hybrid-llm:scalerSchedule:") and hint in message
+
+
+@pytest.mark.parametrize("schedule", ["rate(1 minute)", "rate(5 minutes)", "rate(1 hour)", "rate(2 days)",
+                                      "cron(0/5 * * * ? *)", "cron(0 10 ? * MON-FRI *)"])
+def test_schedules_eventbridge_accepts(schedule):
+    assert _parse({"hybrid-llm:scalerSchedule": schedule}).scaler_schedule == schedule
+
+
+def test_zero_rate_never_reaches_the_cost_estimate(run_program):
+    """`rate(0 minutes)` once divided by zero in the bill (a traceback in preview)."""
+    _error(run_program, {"hybrid-llm:scalerSchedule": "rate(0 minutes)"})
+    from components import costs
+    with pytest.raises(costs.UnpricedError):
+        costs.runs_per_month("cron(0/0 * * * ? *)")
+
+
+@pytest.mark.parametrize("zone", ["us-west-2a", "us-east-1", "us-east-1ab", "eu-west-1a"])
+def test_availability_zone_outside_the_region(run_program, zone):
+    message = _error(run_program, {"hybrid-llm:availabilityZone": zone})
+    assert message.startswith("hybrid-llm:availabilityZone:")
+
+
+@pytest.mark.parametrize("key", ["gpuRootVolumeGiB", "modelVolumeGiB"])
+def test_volume_larger_than_gp3_allows(run_program, key):
+    message = _error(run_program, {f"hybrid-llm:{key}": str(config_module.GP3_MAX_GIB + 1)})
+    assert message.startswith(f"hybrid-llm:{key}:") and "gp3" in message
+    assert _parse({f"hybrid-llm:{key}": str(config_module.GP3_MAX_GIB)})
+
+
+@pytest.mark.parametrize("key,value", [("gpuInstanceType", "g4dn.huge"), ("gpuInstanceType", "g5.metal"),
+                                       ("lighthouseInstanceType", "t4g.4xlarge"), ("lighthouseInstanceType", "c5.large2")])
+def test_size_a_family_does_not_have(run_program, key, value):
+    message = _error(run_program, {f"hybrid-llm:{key}": value})
+    assert message.startswith(f"hybrid-llm:{key}:") and "size" in message
+
+
+def test_gpu_family_the_deep_learning_ami_dropped(run_program):
+    message = _error(run_program, {"hybrid-llm:gpuInstanceType": "p3.2xlarge"})
+    assert message.startswith("hybrid-llm:gpuInstanceType:") and "Deep Learning AMI" in message
+
+
+@pytest.mark.parametrize("cidr,kind", [("169.254.0.0/16", "link-local"), ("127.0.0.0/16", "loopback"),
+                                       ("224.0.0.0/16", "multicast"), ("240.0.0.0/16", "reserved"),
+                                       ("0.0.0.0/16", "0.0.0.0/8")])
+def test_ranges_in_special_use_space(run_program, cidr, kind):
+    message = _error(run_program, {"hybrid-llm:nebulaCidr": cidr})
+    assert message.startswith("hybrid-llm:nebulaCidr:") and kind in message
+
+
+def test_misspelt_namespace_is_not_ignored(run_program):
+    message = _error(run_program, {"hybridllm:gpuWorkers": "2"})
+    assert message.startswith("hybridllm:gpuWorkers: unknown namespace") and "hybrid-llm:gpuWorkers" in message
+
+
+def test_misspelt_aws_key_is_not_ignored(run_program):
+    message = _error(run_program, {"aws:regoin": "eu-west-1"})
+    assert message.startswith("aws:regoin: not used") and "aws:region" in message
+
+
+def test_aws_key_the_explicit_provider_never_sees_is_refused(run_program):
+    """An explicit provider does not read the stack's aws: settings; silently
+    dropping aws:assumeRoles would deploy with the wrong identity."""
+    message = _error(run_program, {"aws:assumeRoles": '[{"roleArn": "arn:aws:iam::123456789012:role/x"}]'})
+    assert message.startswith("aws:assumeRoles: not used")
+
+
+def test_allowed_account_ids_reach_the_provider(run_program):
+    plan = run_program({"aws:allowedAccountIds": '["123456789012"]'})
+    provider = plan.of_type("pulumi:providers:aws")[0]
+    # Provider inputs travel as JSON strings.
+    assert json.loads(provider.plain()["allowedAccountIds"]) == ["123456789012"]
+    assert _error(run_program, {"aws:allowedAccountIds": '["12345"]'}).startswith("aws:allowedAccountIds:")
+
+
+def test_pulumi_namespace_keys_are_allowed():
+    assert _parse({"pulumi:disable-default-providers": '["*"]'})
+
+
+@pytest.mark.parametrize("model", ["hf.co/bartowski/Llama-3.2-1B-Instruct-GGUF:Q4_K_M", "qwen2.5-coder:7b",
+                                   "library/llama3.2", "registry.example.org:5000/team/model:v1"])
+def test_ollama_model_names_are_accepted(model):
+    assert _parse({"hybrid-llm:models": json.dumps([model])}).models == (model,)
+
+
+@pytest.mark.parametrize("model", ["llama3 2", "-x", "a::b", "hf.co//x", ""])
+def test_malformed_model_names_are_refused(run_program, model):
+    assert _error(run_program, {"hybrid-llm:models": json.dumps([model])}).startswith("hybrid-llm:models:")

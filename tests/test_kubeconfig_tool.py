@@ -185,3 +185,43 @@ def test_broken_existing_kubeconfig_is_left_alone(tmp_path, outputs):
     done = tool("--stack", "dev", "--from-file", str(path), "--kubeconfig", str(target))
     assert done.returncode == 2 and done.stderr.count("\n") == 1
     assert target.read_text() == "clusters: {not: a list}\n"
+
+
+def test_a_symlinked_kubeconfig_is_written_through_the_link(tmp_path, outputs):
+    _, path = outputs
+    real = tmp_path / "dotfiles" / "kubeconfig"
+    real.parent.mkdir()
+    write_homelab(real)
+    link = tmp_path / "config"
+    link.symlink_to(real)
+    result = tool("--stack", "dev", "--from-file", str(path), "--kubeconfig", str(link))
+    assert result.returncode == 0, result.stderr
+    assert link.is_symlink() and os.readlink(link) == str(real)
+    merged = yaml.safe_load(real.read_text())
+    assert "homelab" in by_name(merged, "contexts") and "hybrid-llm-dev-gpu-1" in by_name(merged, "contexts")
+
+
+def test_an_unwritable_target_is_one_line_and_exit_1(tmp_path, outputs):
+    _, path = outputs
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    result = tool("--stack", "dev", "--from-file", str(path), "--kubeconfig", str(blocker / "config"))
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot write" in lines[0] and "Traceback" not in result.stderr
+
+
+def test_input_that_is_not_utf8_is_one_line(tmp_path):
+    bad = tmp_path / "outputs.json"
+    bad.write_bytes(b'{"kubeconfigs": "\xff\xfe"}')
+    result = tool("--stack", "dev", "--from-file", str(bad), "--out", str(tmp_path / "k"))
+    assert result.returncode == 2 and "not UTF-8" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("value", ["[secret]", {"gpu-0": "[secret]"}])
+def test_redacted_outputs_say_to_show_secrets(tmp_path, value):
+    redacted = tmp_path / "outputs.json"
+    redacted.write_text(json.dumps({"kubeconfigs": value}))
+    result = tool("--stack", "dev", "--from-file", str(redacted), "--out", str(tmp_path / "k"))
+    assert result.returncode == 2 and "--show-secrets" in result.stderr
+    assert not (tmp_path / "k").exists()

@@ -86,3 +86,49 @@ def test_runs_from_any_directory(tmp_path):
     result = plan(cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "Stack dev:" in result.stdout
+
+
+def test_unwritable_json_is_one_line_and_exit_1(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    result = plan("--json", str(blocker / "plan.json"))
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {blocker / 'plan.json'}: cannot write")
+    assert "Traceback" not in result.stderr
+
+
+def test_unwritable_render_is_one_line_and_exit_1(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    result = plan("--render", str(blocker))
+    assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr and blocker.read_text() == "x"
+
+
+@pytest.mark.parametrize("text", ["config:\n  aws:region: [oops\n", "config: 3\n", "[1, 2]\n"])
+def test_broken_stack_file_exits_2_with_one_line(tmp_path, text):
+    """A copy of the project with a broken stack file, run as a user would."""
+    for name in ("Pulumi.yaml", "__main__.py"):
+        (tmp_path / name).write_text((ROOT / name).read_text())
+    (tmp_path / "Pulumi.broken.yaml").write_text(text)
+    result = subprocess.run([sys.executable, "-c", (
+        "import sys; sys.path.insert(0, %r); from tools import plan, harness; "
+        "from pathlib import Path; harness.ROOT = Path(%r); "
+        "sys.exit(plan.main(['--stack', 'broken']))") % (str(ROOT), str(tmp_path))],
+        capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: Pulumi.broken.yaml:")
+
+
+def test_a_new_render_removes_what_an_older_render_wrote(tmp_path):
+    out = tmp_path / "render"
+    assert plan("--set", "gpuWorkers=2", "--render", str(out)).returncode == 0
+    assert (out / "workers" / "gpu-1" / "boot.sh").exists()
+    (out / "notes.txt").write_text("mine")
+    assert plan("--render", str(out)).returncode == 0
+    assert not (out / "workers" / "gpu-1").exists(), "files of the removed worker are gone"
+    assert (out / "workers" / "gpu-0" / "boot.sh").exists()
+    assert (out / "notes.txt").read_text() == "mine", "files the plan did not write are kept"
+    assert not list(out.rglob(".*.tmp*")) and not [p for p in out.rglob(".boot.sh.*")]

@@ -83,6 +83,21 @@ def test_imdsv2_optional_fires(dev_plan):
     assert fired("imdsv2-required", rules.LAUNCH_TEMPLATE, props, name)
 
 
+@pytest.mark.parametrize("limit", [2, 2.0, None])
+def test_imds_hop_limit_above_one_fires(dev_plan, limit):
+    """Hop limit 2 let any pod take the worker role, which reads the k3s CA keys."""
+    name, props = lighthouse_instance(dev_plan)
+    assert not fired("imds-hop-limit-1", rules.INSTANCE, props, name)
+    props["metadataOptions"]["httpPutResponseHopLimit"] = limit
+    if limit is None:
+        del props["metadataOptions"]["httpPutResponseHopLimit"]
+    assert fired("imds-hop-limit-1", rules.INSTANCE, props, name)
+    name, props = planned(dev_plan, rules.LAUNCH_TEMPLATE)
+    assert not fired("imds-hop-limit-1", rules.LAUNCH_TEMPLATE, props, name)
+    props["metadataOptions"]["httpPutResponseHopLimit"] = limit
+    assert fired("imds-hop-limit-1", rules.LAUNCH_TEMPLATE, props, name)
+
+
 def test_instance_from_a_template_is_judged_by_the_template(dev_plan):
     from_template = [r for r in dev_plan.of_type(rules.INSTANCE) if r.plain().get("launchTemplate")]
     assert from_template

@@ -13,7 +13,7 @@ import runpy
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Iterable, Mapping, Optional
 
 import yaml
 
@@ -27,9 +27,11 @@ from pulumi.runtime.stack import run_pulumi_func  # noqa: E402
 from pulumi.runtime.sync_await import _sync_await  # noqa: E402
 
 from components import generated  # noqa: E402
+from components.config import KEYS  # noqa: E402
 from tools.mocks import AwsMocks  # noqa: E402
 
 PROJECT = "hybrid-llm"
+SECRET_KEYS = frozenset(k for k, spec in KEYS.items() if spec.secret)
 
 
 class StackConfigFileError(Exception):
@@ -45,36 +47,89 @@ def _as_config_string(value: Any) -> str:
     return str(value)
 
 
-def project_defaults(root: Path = ROOT) -> dict[str, str]:
+def _load_yaml(path: Path) -> dict:
+    """A project or stack file as a mapping; anything else is one line naming the file."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as err:
+        raise StackConfigFileError(f"{path.name}: cannot read it ({err})") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or type(err).__name__
+        raise StackConfigFileError(f"{path.name}: not valid YAML{where} ({problem})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise StackConfigFileError(f"{path.name}: expected a mapping at the top, got {type(data).__name__}")
+    return data
+
+
+def _config_block(data: dict, path: Path) -> dict:
+    block = data.get("config") or {}
+    if not isinstance(block, dict):
+        raise StackConfigFileError(f"{path.name}: `config:` must be a mapping of keys to values")
+    return block
+
+
+def _full_key(key: str, project: str) -> str:
+    return key if ":" in key else f"{project}:{key}"
+
+
+def project_schema(root: Optional[Path] = None) -> tuple[dict[str, str], set[str]]:
+    """(`key` → default, keys declared without one) from Pulumi.yaml's config block,
+    refusing what the Pulumi CLI refuses: a `secret: true` key with a plain default."""
+    path = (root or ROOT) / "Pulumi.yaml"
+    project = _load_yaml(path)
+    defaults: dict[str, str] = {}
+    required: set[str] = set()
+    for key, spec in _config_block(project, path).items():
+        full = _full_key(key, project["name"])
+        if not isinstance(spec, dict):
+            defaults[full] = _as_config_string(spec)
+        elif "default" in spec or "value" in spec:
+            if spec.get("secret"):
+                raise StackConfigFileError(f"{path.name}: {full} is secret and cannot have a plain default")
+            defaults[full] = _as_config_string(spec["default"] if "default" in spec else spec["value"])
+        else:
+            required.add(full)
+    return defaults, required
+
+
+def project_defaults(root: Optional[Path] = None) -> dict[str, str]:
     """`hybrid-llm:<key>` → default, from Pulumi.yaml's config block."""
-    project = yaml.safe_load((root / "Pulumi.yaml").read_text())
-    out: dict[str, str] = {}
-    for key, spec in (project.get("config") or {}).items():
-        full = key if ":" in key else f"{project['name']}:{key}"
-        if isinstance(spec, dict) and "default" in spec:
-            out[full] = _as_config_string(spec["default"])
-        elif isinstance(spec, dict) and "value" in spec:
-            out[full] = _as_config_string(spec["value"])
-    return out
+    return project_schema(root)[0]
 
 
-def stack_config(stack: str, overrides: Optional[Mapping[str, str]] = None, root: Path = ROOT) -> dict[str, str]:
-    """Merged config of a stack, as the Pulumi CLI would hand it to the program."""
-    merged = project_defaults(root)
+def stack_config(stack: str, overrides: Optional[Mapping[str, str]] = None,
+                 root: Optional[Path] = None) -> dict[str, str]:
+    """Merged config of a stack, as the Pulumi CLI would hand it to the program, with
+    the CLI's own rule: a key Pulumi.yaml declares without a default must be set."""
+    root = root or ROOT
+    merged, required = project_schema(root)
     path = root / f"Pulumi.{stack}.yaml"
     if path.exists():
-        data = yaml.safe_load(path.read_text()) or {}
-        for key, value in (data.get("config") or {}).items():
+        for key, value in _config_block(_load_yaml(path), path).items():
             if isinstance(value, dict) and "secure" in value:
                 raise StackConfigFileError(
                     f"{key}: encrypted in {path.name}; the offline plan cannot decrypt it, pass --set {key}=..."
                 )
-            merged[key] = _as_config_string(value)
+            merged[_full_key(str(key), PROJECT)] = _as_config_string(value)
     elif stack != "dev":
         raise StackConfigFileError(f"no stack file {path.name}")
     for key, value in (overrides or {}).items():
         merged[key] = _as_config_string(value)
+    missing = sorted(required - set(merged))
+    if missing:
+        raise StackConfigFileError(f"Stack '{stack}' is missing configuration value '{missing[0]}' "
+                                   "(Pulumi.yaml declares it without a default)")
     return merged
+
+
+def default_secret_keys(config: Mapping[str, str]) -> frozenset[str]:
+    """The keys of `config` that the program requires to be secrets: offline, a
+    `--set` of them stands for `pulumi config set --secret`."""
+    return frozenset(k for k in config if k.split(":", 1)[-1] in SECRET_KEYS)
 
 
 @dataclass
@@ -91,6 +146,7 @@ class PlannedResource:
     retain_on_delete: bool = False
     dependencies: tuple[str, ...] = ()   # URNs it depends on: Pulumi deletes it before them
     ignore_changes: tuple[str, ...] = ()
+    delete_before_replace: bool = False
 
     def plain(self) -> dict:
         """Inputs with secrets unwrapped, for assertions."""
@@ -166,7 +222,7 @@ def redacted(value: Any) -> Any:
 
 class _RecordingMonitor(pulumi_mocks.MockMonitor):
     """The stock mock monitor, plus what a plan needs: parent, custom, raw inputs,
-    protect, retainOnDelete, dependencies and ignoreChanges."""
+    protect, retainOnDelete, dependencies, ignoreChanges and deleteBeforeReplace."""
 
     def __init__(self, mocks: pulumi.runtime.Mocks):
         super().__init__(mocks)
@@ -184,6 +240,7 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
                 protect=bool(request.protect), retain_on_delete=bool(request.retainOnDelete),
                 dependencies=tuple(request.dependencies),
                 ignore_changes=tuple(request.ignoreChanges),
+                delete_before_replace=bool(request.deleteBeforeReplace),
             ))
         return response
 
@@ -207,16 +264,22 @@ def run(
     stack: str = "dev",
     program: Path = ROOT / "__main__.py",
     preview: bool = False,
+    secret_keys: Optional[Iterable[str]] = None,
+    mocks: Optional[AwsMocks] = None,
 ) -> Plan:
     """Evaluate the program under mocks with exactly this (merged) config.
+    `secret_keys` are the keys held as secrets (`pulumi config set --secret`);
+    by default every key the program requires to be secret.
 
     Raises what the program raises (for instance `ConfigError`)."""
     _reset_runtime()
     region = config.get("aws:region", "us-east-1")
-    aws_mocks = AwsMocks(region=region)
+    aws_mocks = mocks or AwsMocks(region=region)
     monitor = _RecordingMonitor(aws_mocks)
     pulumi.runtime.set_mocks(aws_mocks, project=PROJECT, stack=stack, preview=preview, monitor=monitor)
-    pulumi.runtime.set_all_config(dict(config), [k for k in config if k.endswith("homelabKubeconfig")])
+    if secret_keys is None:
+        secret_keys = default_secret_keys(config)
+    pulumi.runtime.set_all_config(dict(config), list(secret_keys))
     os.environ.pop("PULUMI_CONFIG", None)
 
     plan = Plan(stack=stack, config=dict(config))

@@ -9,8 +9,10 @@ Reads the `kubeconfigs` output (worker name -> kubeconfig YAML) from
 `pulumi stack output --json --show-secrets` (or a file holding that JSON) and names
 each cluster, user and context `hybrid-llm-<stack>-<worker>`. A merge replaces only
 entries of those names and keeps every other entry and the current context. The
-target is written atomically, mode 0600, after a copy of the old file to `.bak`.
-Exit code 2 with one line on stderr for bad input; the target is then untouched.
+target is written atomically, mode 0600, after a copy of the old file to `.bak`;
+a target that is a symbolic link is written through the link, which stays. Exit
+code 2 with one line on stderr for bad input, 1 with one line when the target
+cannot be written; the target is then untouched.
 """
 
 from __future__ import annotations
@@ -28,7 +30,10 @@ from typing import Any, Optional
 import yaml
 
 EXIT_BAD_INPUT = 2
+EXIT_WRITE_FAILED = 1
 OUTPUT = "kubeconfigs"
+# What `pulumi stack output --json` prints for a secret without --show-secrets.
+_REDACTED = "[secret]"
 _SECTIONS = (("clusters", "cluster"), ("users", "user"), ("contexts", "context"))
 
 
@@ -44,16 +49,20 @@ def read_outputs(stack: str, from_file: Optional[Path]) -> dict:
     """The stack's outputs as `pulumi stack output --json --show-secrets` prints them."""
     if from_file is not None:
         try:
-            text = from_file.read_text()
+            text = from_file.read_text(encoding="utf-8")
         except OSError as err:
             raise KubeconfigError(f"{from_file}: cannot read ({err.strerror})") from None
+        except UnicodeDecodeError:
+            raise KubeconfigError(f"{from_file}: not UTF-8 text (expected the JSON of pulumi stack output)") from None
         source = str(from_file)
     else:
         command = ["pulumi", "stack", "output", "--json", "--show-secrets", "--stack", stack]
         try:
-            done = subprocess.run(command, capture_output=True, text=True, check=False)
+            done = subprocess.run(command, capture_output=True, text=True, encoding="utf-8", check=False)
         except FileNotFoundError:
             raise KubeconfigError("pulumi: not found on PATH (or pass --from-file)") from None
+        except UnicodeDecodeError:
+            raise KubeconfigError("pulumi stack output: printed something that is not UTF-8") from None
         if done.returncode != 0:
             first = (done.stderr.strip().splitlines() or ["no message"])[0]
             raise KubeconfigError(f"pulumi stack output failed (exit {done.returncode}): {first}")
@@ -77,6 +86,9 @@ def _one(config: dict, section: str, worker: str) -> dict:
 def renamed_entries(stack: str, outputs: dict) -> dict[str, list[dict]]:
     """clusters/users/contexts of every worker, renamed to `hybrid-llm-<stack>-<worker>`."""
     kubeconfigs = outputs.get(OUTPUT)
+    if kubeconfigs == _REDACTED or (isinstance(kubeconfigs, dict) and _REDACTED in kubeconfigs.values()):
+        raise KubeconfigError(f"stack {stack}: '{OUTPUT}' reads {_REDACTED}; make the JSON with "
+                              "`pulumi stack output --json --show-secrets`")
     if not isinstance(kubeconfigs, dict) or not kubeconfigs:
         raise KubeconfigError(f"stack {stack}: no '{OUTPUT}' output (a map of worker name to kubeconfig)")
     merged: dict[str, list[dict]] = {section: [] for section, _ in _SECTIONS}
@@ -103,7 +115,9 @@ def load_target(path: Path) -> dict:
     if not path.exists():
         return {"apiVersion": "v1", "kind": "Config", "preferences": {}}
     try:
-        config = yaml.safe_load(path.read_text()) or {}
+        config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError:
+        raise KubeconfigError(f"{path}: existing kubeconfig is not UTF-8 text; left untouched") from None
     except yaml.YAMLError:
         raise KubeconfigError(f"{path}: existing kubeconfig is not valid YAML; left untouched") from None
     except OSError as err:
@@ -133,8 +147,22 @@ def standalone(entries: dict[str, list[dict]], use: Optional[str]) -> dict:
             "current-context": use or entries["contexts"][0]["name"]}
 
 
+class WriteError(Exception):
+    """The target could not be written: one line, exit code 1."""
+
+
 def write_private(path: Path, config: dict) -> None:
-    """Temp file beside the target, mode 0600 from the start, then an atomic rename."""
+    """Temp file beside the target, mode 0600 from the start, then an atomic rename.
+    A symbolic link is followed, so the file it points at is replaced and the link
+    stays (kubeconfigs kept in a dotfiles repository are often linked)."""
+    path = Path(os.path.realpath(path))
+    try:
+        _write_private(path, config)
+    except OSError as err:
+        raise WriteError(f"{path}: cannot write ({err.strerror or err}); nothing was changed") from None
+
+
+def _write_private(path: Path, config: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
@@ -169,9 +197,13 @@ def run(args: argparse.Namespace) -> list[str]:
     target = args.kubeconfig or default_target()
     merged = merge(load_target(target), entries, use)
     if target.exists():
-        backup = target.with_name(target.name + ".bak")
-        shutil.copy2(target, backup)
-        os.chmod(backup, 0o600)
+        real = Path(os.path.realpath(target))
+        backup = real.with_name(real.name + ".bak")
+        try:
+            shutil.copy2(real, backup)
+            os.chmod(backup, 0o600)
+        except OSError as err:
+            raise WriteError(f"{backup}: cannot write the backup ({err.strerror or err}); nothing was changed") from None
     write_private(target, merged)
     return names
 
@@ -191,6 +223,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     except KubeconfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except WriteError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_WRITE_FAILED
     print(f"Wrote contexts: {', '.join(names)}")
     return 0
 

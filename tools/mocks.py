@@ -49,6 +49,11 @@ class AwsMocks(pulumi.runtime.Mocks):
         self._subnet_az: dict[str, str] = {}
         self._next_host: dict[str, int] = {}
         self._public_ips = 0
+        # Root snapshot size of AMIs looked up by id (the Deep Learning AMI's is tens of GiB).
+        self.ami_root_gib = 75
+        # (instance type, AZ) pairs EC2 does not offer; us-east-1e lacks the newer families.
+        self.unoffered: set[tuple[str, str]] = set()
+        self.invokes: list[tuple[str, dict]] = []     # (token, args) of every invoke, in order
         self.custom_state: dict[str, Callable[[pulumi.runtime.MockResourceArgs, dict], None]] = {}
 
     # --- helpers ---------------------------------------------------------------
@@ -92,7 +97,9 @@ class AwsMocks(pulumi.runtime.Mocks):
         handler = _INVOKES.get(args.token)
         if handler is None:
             raise NotImplementedError(f"tools/mocks.py has no answer for invoke {args.token}")
-        return handler(self, _unwrap(dict(args.args))), []
+        arguments = _unwrap(dict(args.args))
+        self.invokes.append((args.token, arguments))
+        return handler(self, arguments), []
 
 
 # --- per-type answers: each fills realistic state and returns the id ----------------
@@ -289,11 +296,28 @@ def _region(m: AwsMocks, args: dict) -> dict:
 
 
 def _ami(m: AwsMocks, args: dict) -> dict:
-    """An AMI looked up by id: the Ubuntu-based Deep Learning AMIs boot from /dev/sda1."""
+    """An AMI looked up by id: the Ubuntu-based Deep Learning AMIs boot from /dev/sda1.
+    Like DescribeImages, a filter finds a deprecated AMI only with include_deprecated."""
     image = next((f["values"][0] for f in args.get("filters", []) if f["name"] == "image-id"), f"ami-{_hex('ami')}")
-    return {"id": image, "imageId": image, "rootDeviceName": "/dev/sda1", "rootDeviceType": "ebs",
+    root = "/dev/sda1"
+    return {"id": image, "imageId": image, "rootDeviceName": root, "rootDeviceType": "ebs",
             "architecture": "x86_64", "virtualizationType": "hvm", "state": "available",
+            "blockDeviceMappings": [
+                {"deviceName": root, "ebs": {"volume_size": str(m.ami_root_gib), "volume_type": "gp3",
+                                             "snapshot_id": f"snap-{_hex(image)}", "encrypted": "false",
+                                             "delete_on_termination": "true"},
+                 "noDevice": "", "virtualName": ""}],
+            "owners": args.get("owners") or [], "includeDeprecated": bool(args.get("includeDeprecated")),
             "arn": m.arn("ec2", f"image/{image}", account=""), "ownerId": "898082745236"}
+
+
+def _instance_type_offerings(m: AwsMocks, args: dict) -> dict:
+    """Offerings by AZ for the instance types in the `instance-type` filter."""
+    wanted = next((f["values"] for f in args.get("filters", []) if f["name"] == "instance-type"), [])
+    zones = _availability_zones(m, {})["names"]
+    pairs = [(t, z) for z in zones for t in wanted if (t, z) not in m.unoffered]
+    return {"id": m.region, "instanceTypes": [t for t, _ in pairs], "locations": [z for _, z in pairs],
+            "locationTypes": ["availability-zone"] * len(pairs)}
 
 
 _INVOKES: dict[str, Callable[[AwsMocks, dict], dict]] = {
@@ -303,6 +327,7 @@ _INVOKES: dict[str, Callable[[AwsMocks, dict], dict]] = {
     "aws:index/getPartition:getPartition": _partition,
     "aws:index/getRegion:getRegion": _region,
     "aws:ec2/getAmi:getAmi": _ami,
+    "aws:ec2/getInstanceTypeOfferings:getInstanceTypeOfferings": _instance_type_offerings,
 }
 
 

@@ -4,7 +4,10 @@ what it would declare. No cloud account and no Pulumi CLI needed.
     python tools/plan.py [--stack dev] [--set hybrid-llm:idleMinutes=5 ...]
                          [--json FILE] [--render DIR] [--show-secrets]
 
-Exit code 2 with one line on stderr when the config is invalid.
+Exit code 2 with one line on stderr when the config is invalid, 1 with one line
+when an output file cannot be written. Files are written whole (a temporary file,
+then a rename), and a render directory loses the files an earlier render wrote
+that this one no longer has (a removed worker's), listed in `.plan-render`.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -22,6 +26,29 @@ from components import costs  # noqa: E402
 from components.config import ConfigError, NAMESPACE, parse  # noqa: E402
 
 EXIT_BAD_CONFIG = 2
+EXIT_WRITE_FAILED = 1
+RENDER_INDEX = ".plan-render"
+
+
+class WriteError(Exception):
+    """An output file could not be written: one line."""
+
+
+def write_file(path: Path, text: str, mode: int = 0o644) -> None:
+    """`text` into `path` whole or not at all: a temporary file beside it, then a rename."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as err:
+        raise WriteError(f"{path}: cannot write ({err.strerror or err})") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            os.fchmod(handle.fileno(), mode)
+            handle.write(text)
+        os.replace(temp, path)
+    except OSError as err:
+        Path(temp).unlink(missing_ok=True)
+        raise WriteError(f"{path}: cannot write ({err.strerror or err})") from None
 
 
 def parse_set(items: list[str]) -> dict[str, str]:
@@ -67,19 +94,36 @@ def plan_json(plan: harness.Plan, show_secrets: bool) -> dict:
 
 
 def render(plan: harness.Plan, directory: Path, show_secrets: bool) -> list[Path]:
-    """Write every generated file; secret ones redacted unless asked, and 0600."""
+    """Write every generated file; secret ones redacted unless asked, and 0600.
+    Files an earlier render listed in `.plan-render` and this one does not write
+    are removed; nothing else in the directory is touched."""
     written = []
     for item in plan.files:
         path = directory / item.path
-        path.parent.mkdir(parents=True, exist_ok=True)
+        text = item.content
         if item.secret and not show_secrets:
-            path.write_text("[secret: run tools/plan.py with --show-secrets to write it]\n")
-        else:
-            path.write_text(item.content)
-        if item.secret:
-            os.chmod(path, 0o600)
+            text = "[secret: run tools/plan.py with --show-secrets to write it]\n"
+        write_file(path, text, 0o600 if item.secret else 0o644)
         written.append(path)
+    index = directory / RENDER_INDEX
+    now = {item.path for item in plan.files}
+    try:
+        before = index.read_text(encoding="utf-8").splitlines() if index.exists() else []
+    except (OSError, UnicodeDecodeError):
+        before = []
+    for stale in sorted(set(before) - now):
+        path = directory / stale
+        if ".." not in Path(stale).parts and path.is_file():
+            path.unlink()
+            _remove_empty_parents(path.parent, directory)
+    write_file(index, "".join(f"{p}\n" for p in sorted(now)))
     return written
+
+
+def _remove_empty_parents(folder: Path, top: Path) -> None:
+    while folder != top and folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
+        folder = folder.parent
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,17 +150,22 @@ def main(argv: list[str] | None = None) -> int:
         value = "[secret]" if out.secret and not args.show_secrets else out.value
         print(f"  {name}: {json.dumps(value) if not isinstance(value, str) else value}")
     try:
-        print("\n".join(costs.bill(parse(config, project=harness.PROJECT, stack=args.stack)).lines()))
+        print("\n".join(costs.bill(parse(config, project=harness.PROJECT, stack=args.stack,
+                                          secret_keys=harness.default_secret_keys(config))).lines()))
     except costs.UnpricedError as err:
         print(f"Cost estimate: none ({err})")
 
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(plan_json(plan, args.show_secrets), indent=2, sort_keys=True))
-        print(f"Wrote {args.json}")
-    if args.render:
-        written = render(plan, args.render, args.show_secrets)
-        print(f"Rendered {len(written)} files into {args.render}")
+    try:
+        if args.json:
+            write_file(args.json, json.dumps(plan_json(plan, args.show_secrets), indent=2, sort_keys=True),
+                       0o600 if args.show_secrets else 0o644)
+            print(f"Wrote {args.json}")
+        if args.render:
+            written = render(plan, args.render, args.show_secrets)
+            print(f"Rendered {len(written)} files into {args.render}")
+    except WriteError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_WRITE_FAILED
     return 0
 
 

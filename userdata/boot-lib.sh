@@ -22,7 +22,7 @@ install_release() {
     return 0
   fi
   work=$(mktemp -d)
-  curl --fail --silent --show-error --location --retry 5 --retry-delay 5 \
+  curl --fail --silent --show-error --location --retry 10 --retry-delay 5 --retry-all-errors --connect-timeout 10 \
     --output "$work/download" "$url"
   if ! echo "$sha256  $work/download" | sha256sum --check --strict --quiet; then
     log "$name: checksum mismatch for $url, refusing it"

@@ -3,8 +3,10 @@ terminated, when idle, with its models on a separate EBS volume.
 
 Why these resources:
 - A launch template carries everything about the machine (AMI, type, IMDSv2 with
-  hop limit 2 so pods reach instance metadata, encrypted gp3 root, profile, user
-  data, market options); `aws.ec2.Instance` launches from it into the subnet.
+  hop limit 1, encrypted gp3 root, profile, user data, market options);
+  `aws.ec2.Instance` launches from it into the subnet. Hop limit 1 keeps pods off
+  instance metadata: the role reads the k3s CA keys and the Nebula host key, and
+  nothing in a pod needs it (the activity agent runs on the host).
 - Spot uses RunInstances' own market options: a *persistent* request with
   interruption behaviour *stop* (the only request type that may stop). So an
   interruption, or the scaler's StopInstances, stops the instance and keeps both
@@ -15,6 +17,15 @@ Why these resources:
   Deleting an instance launched with a persistent request may leave the request
   open, and it would launch a new instance (terraform-provider-aws issue 38142):
   a `SpotGuard` (components/aws/spot_guard.py) cancels the request first.
+- Replacement is delete-before-replace for the instance and the attachment: the
+  model volume can be attached to one instance only (a create-first replacement
+  fails with VolumeInUse), and a second persistent-spot GPU would run outside
+  the scaler's list meanwhile. Delete order (dependents first): attachment (stop,
+  detach) -> spot guard (cancel; AWS terminates the now stopped instance) ->
+  instance. docs/lifecycle.md has the whole table.
+- A stopped worker has no public IP, and the provider reads
+  `associate_public_ip_address` back as false (a replacing field): it is in
+  `ignore_changes`, so `pulumi refresh` while stopped plans no replacement.
 - The model volume is its own resource in the instance's AZ, so it outlives the
   instance; the boot finds it by volume id and never reformats it.
 - The PKI (components/aws/k3s_pki.py) makes the kubeconfig a stack output before the
@@ -49,9 +60,17 @@ OLLAMA_SELECTOR = "app.kubernetes.io/name=ollama"
 MANIFESTS_DIR = "/var/lib/rancher/k3s/server/manifests"
 # NVIDIA's device plugin chart (https://nvidia.github.io/k8s-device-plugin), pinned.
 DEVICE_PLUGIN_CHART_VERSION = "0.17.0"
+# The chart's default affinity (values.yaml) requires one of three node labels
+# that node-feature-discovery would set; a plain k3s node has none, so the
+# plugin would never schedule. The chart documents this one as the way to force
+# it; k3s sets it on the node from the start (--node-label).
+GPU_PRESENT_LABEL = ("nvidia.com/gpu.present", "true")
 # Far ahead: the API's default for a persistent request is 7 days from creation.
 SPOT_REQUEST_VALID_UNTIL = "2099-01-01T00:00:00Z"
 _WAIT_NEBULA_SECONDS = 180
+# Read back as false while the worker is stopped (no public IP); it would force
+# a replacement on every refresh.
+PUBLIC_IP_FIELD = "associatePublicIpAddress"
 _WAIT_VOLUME_SECONDS = 900
 
 
@@ -74,6 +93,7 @@ def k3s_flags(host: str, address: ipaddress.IPv4Address, pod_cidr: ipaddress.IPv
         f"--service-cidr={service_cidr}",
         f"--cluster-dns={service_cidr.network_address + 10}",
         "--default-runtime=nvidia",
+        f"--node-label={GPU_PRESENT_LABEL[0]}={GPU_PRESENT_LABEL[1]}",
         "--disable=traefik",
         "--write-kubeconfig-mode=0600",
     ]
@@ -145,6 +165,10 @@ class GpuWorkerArgs:
     protect_model_volume: bool = False
     nebula_parameters: Sequence[pulumi.Resource] = field(default_factory=list)
     """The host's Nebula SSM parameters; the instance boots only after they exist."""
+    boot_after: Sequence[pulumi.Resource] = field(default_factory=list)
+    """What the first boot needs in place, e.g. the subnet's internet route."""
+    root_volume_key: str = "gpuRootVolumeGiB"
+    """Config key named when the root volume is smaller than the AMI's snapshot."""
 
 
 class GpuWorker(pulumi.ComponentResource):
@@ -173,10 +197,10 @@ class GpuWorker(pulumi.ComponentResource):
 
         ami = hostboot.resolve_ami(args.ami_id, DLAMI_PARAMETER, "imageId", self)
 
-        # The root mapping must name the AMI's own root device, or it adds a disk.
-        image = aws.ec2.get_ami_output(
-            filters=[aws.ec2.GetAmiFilterArgs(name="image-id", values=[ami.image_id])],
-            opts=pulumi.InvokeOutputOptions(parent=self))
+        # The root mapping must name the AMI's own root device, or it adds a disk;
+        # and it must be at least the AMI's snapshot size, or RunInstances fails.
+        image = hostboot.describe_ami(ami, self)
+        root_device = image.apply(lambda i: hostboot.root_device(i, args.root_volume_gib, args.root_volume_key))
 
         # The volume first: its id is in the boot script (the by-id device path).
         volume = aws.ebs.Volume(
@@ -201,10 +225,10 @@ class GpuWorker(pulumi.ComponentResource):
             update_default_version=True,
             iam_instance_profile=aws.ec2.LaunchTemplateIamInstanceProfileArgs(arn=iam.profile.arn),
             metadata_options=aws.ec2.LaunchTemplateMetadataOptionsArgs(
-                http_endpoint="enabled", http_tokens="required", http_put_response_hop_limit=2,
+                http_endpoint="enabled", http_tokens="required", http_put_response_hop_limit=1,
             ),
             block_device_mappings=[aws.ec2.LaunchTemplateBlockDeviceMappingArgs(
-                device_name=image.root_device_name,
+                device_name=root_device,
                 ebs=aws.ec2.LaunchTemplateBlockDeviceMappingEbsArgs(
                     volume_type="gp3", volume_size=args.root_volume_gib,
                     encrypted="true", delete_on_termination="true",
@@ -233,19 +257,22 @@ class GpuWorker(pulumi.ComponentResource):
             associate_public_ip_address=True,
             tags={"Name": f"{name}-{host}", "Role": "gpu-worker", "Worker": host},
             opts=pulumi.ResourceOptions(
-                parent=self, depends_on=list(args.nebula_parameters) + pki.parameters),
+                parent=self, depends_on=list(args.nebula_parameters) + pki.parameters + list(args.boot_after),
+                delete_before_replace=True, ignore_changes=[PUBLIC_IP_FIELD]),
         )
+        # Created after the instance, deleted before it; the attachment waits for
+        # it so that on delete the guard cancels only once the volume is detached.
+        guard = SpotGuard(f"{name}-spot-guard", instance_id=instance.id, region=args.region,
+                          profile=args.aws_profile, opts=child) if args.spot else None
         aws.ec2.VolumeAttachment(
             f"{name}-models-attachment",
             instance_id=instance.id, volume_id=volume.id, device_name="/dev/sdf",
             # Detaching happens only on destroy or replacement, when the instance
             # goes anyway: stop it first so a mounted volume is never yanked.
             stop_instance_before_detaching=True,
-            opts=pulumi.ResourceOptions(parent=self),
+            opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True,
+                                        depends_on=[guard] if guard else []),
         )
-        if args.spot:
-            SpotGuard(f"{name}-spot-guard", instance_id=instance.id, region=args.region,
-                      profile=args.aws_profile, opts=child)
 
         self.instance_id = instance.id
         self.instance_arn = instance.arn

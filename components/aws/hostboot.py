@@ -18,6 +18,7 @@ from typing import Mapping, Optional
 import pulumi
 import pulumi_aws as aws
 
+from components.config import NAMESPACE, ConfigError
 from components.generated import publish
 
 USERDATA = Path(__file__).resolve().parents[2] / "userdata"
@@ -72,6 +73,8 @@ class Ami:
 
     image_id: pulumi.Input[str]
     ignore_changes: list[str]
+    owners: Optional[list[str]] = None
+    """Who must own it: `amazon` for a public parameter's AMI; a pinned one may be anyone's."""
 
 
 def resolve_ami(pinned: Optional[str], public_parameter: str, image_property: str,
@@ -82,7 +85,29 @@ def resolve_ami(pinned: Optional[str], public_parameter: str, image_property: st
     if pinned:
         return Ami(pinned, [])
     latest = aws.ssm.get_parameter_output(name=public_parameter, opts=pulumi.InvokeOutputOptions(parent=parent))
-    return Ami(latest.value, [image_property])
+    return Ami(latest.value, [image_property], owners=["amazon"])
+
+
+def describe_ami(ami: Ami, parent: pulumi.Resource) -> pulumi.Output[aws.ec2.GetAmiResult]:
+    """The AMI's own description. A held AMI is eventually deprecated (public AMIs
+    two years after creation), and DescribeImages finds a deprecated one through a
+    filter only with IncludeDeprecated: without it every later `up` would fail."""
+    return aws.ec2.get_ami_output(
+        filters=[aws.ec2.GetAmiFilterArgs(name="image-id", values=[ami.image_id])],
+        owners=ami.owners, include_deprecated=True,
+        opts=pulumi.InvokeOutputOptions(parent=parent))
+
+
+def root_device(image: aws.ec2.GetAmiResult, root_gib: int, key: str) -> str:
+    """The AMI's root device name, once the root volume asked for is at least its
+    snapshot (RunInstances refuses a smaller one): a `ConfigError` naming `key`."""
+    for mapping in image.block_device_mappings or []:
+        if mapping.device_name == image.root_device_name:
+            size = (mapping.ebs or {}).get("volume_size")
+            if size and root_gib < int(size):
+                raise ConfigError(f"{NAMESPACE}:{key}: {root_gib} GiB is smaller than the root snapshot "
+                                  f"of {image.image_id} ({size} GiB)")
+    return image.root_device_name
 
 
 @dataclass

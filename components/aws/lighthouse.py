@@ -65,6 +65,8 @@ class LighthouseArgs:
     """A pinned AMI; None takes the current AL2023 at creation and holds it."""
     nebula_parameters: Sequence[pulumi.Resource] = field(default_factory=list)
     """The host's Nebula SSM parameters; the instance boots only after they exist."""
+    boot_after: Sequence[pulumi.Resource] = field(default_factory=list)
+    """What the first boot needs in place, e.g. the subnet's internet route."""
 
 
 class Lighthouse(pulumi.ComponentResource):
@@ -113,7 +115,7 @@ class Lighthouse(pulumi.ComponentResource):
             user_data_replace_on_change=True,
             tags={"Name": f"{name}-lighthouse", "Role": "lighthouse"},
             # A held AMI: a replaced lighthouse is a mesh outage.
-            opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.nebula_parameters),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.nebula_parameters) + list(args.boot_after),
                                         ignore_changes=ami.ignore_changes),
         )
         aws.ec2.EipAssociation(

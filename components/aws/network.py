@@ -10,11 +10,13 @@ UDP port. Administration is through SSM Session Manager, so there is no SSH rule
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
-from typing import Optional
+from dataclasses import dataclass, field
+from typing import Mapping, Optional, Sequence
 
 import pulumi
 import pulumi_aws as aws
+
+from components.config import NAMESPACE, ConfigError
 
 ANYWHERE = "0.0.0.0/0"
 # Nebula peers behind NAT answer from whatever port their NAT maps, so hole punching
@@ -27,7 +29,9 @@ class NetworkArgs:
     vpc_cidr: ipaddress.IPv4Network
     nebula_port: int
     availability_zone: Optional[str] = None
-    """None picks the region's first available AZ."""
+    """None picks the first available AZ that offers every type in `instance_types`."""
+    instance_types: Mapping[str, str] = field(default_factory=dict)
+    """Config key -> instance type that must run in the subnet's AZ."""
 
 
 @dataclass(frozen=True)
@@ -49,18 +53,14 @@ class Network(pulumi.ComponentResource):
     lighthouse_eip_allocation_id: pulumi.Output[str]
     lighthouse_public_ip: pulumi.Output[str]
     worker_security_group_id: pulumi.Output[str]
+    internet_route: Sequence[pulumi.Resource]
+    """What an instance must wait for to reach the internet at its first boot."""
 
     def __init__(self, name: str, args: NetworkArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("hybrid-llm:index:Network", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
 
-        if args.availability_zone:
-            az: pulumi.Output[str] = pulumi.Output.from_input(args.availability_zone)
-        else:
-            zones = aws.get_availability_zones_output(
-                state="available", opts=pulumi.InvokeOutputOptions(parent=self)
-            )
-            az = zones.names.apply(lambda names: names[0])
+        az = self._zone(args)
 
         vpc = aws.ec2.Vpc(
             f"{name}-vpc",
@@ -94,7 +94,7 @@ class Network(pulumi.ComponentResource):
             tags={"Name": f"{name}-public-rt"},
             opts=child,
         )
-        aws.ec2.RouteTableAssociation(
+        association = aws.ec2.RouteTableAssociation(
             f"{name}-public-rta", subnet_id=subnet.id, route_table_id=routes.id, opts=child
         )
 
@@ -119,6 +119,7 @@ class Network(pulumi.ComponentResource):
             ingress=[nebula_in], egress=[nebula_out, https_out, http_out],
         )
 
+        self.internet_route = [association, routes]
         self.vpc_id = vpc.id
         self.subnet_id = subnet.id
         self.availability_zone = subnet.availability_zone
@@ -135,6 +136,22 @@ class Network(pulumi.ComponentResource):
             "lighthouse_security_group_id": self.lighthouse_security_group_id,
             "worker_security_group_id": self.worker_security_group_id,
         })
+
+    def _zone(self, args: NetworkArgs) -> pulumi.Output[str]:
+        """The subnet's AZ: the one asked for, checked to offer every instance type,
+        or else the first available AZ that offers them all (EC2 offers a type in
+        some zones of a region only, and a zone that lacks it fails at launch)."""
+        opts = pulumi.InvokeOutputOptions(parent=self)
+        wanted = dict(args.instance_types)
+        zones = aws.get_availability_zones_output(state="available", opts=opts).names
+        if not wanted:
+            return pulumi.Output.from_input(args.availability_zone) if args.availability_zone else zones[0]
+        offers = aws.ec2.get_instance_type_offerings_output(
+            location_type="availability-zone",
+            filters=[aws.ec2.GetInstanceTypeOfferingsFilterArgs(name="instance-type", values=sorted(set(wanted.values())))],
+            opts=opts)
+        return pulumi.Output.all(zones, offers.instance_types, offers.locations).apply(
+            lambda v: pick_zone(args.availability_zone, wanted, v[0], list(zip(v[1], v[2]))))
 
     def _security_group(
         self, name: str, vpc_id: pulumi.Input[str], description: str,
@@ -161,3 +178,25 @@ class Network(pulumi.ComponentResource):
                 cidr_ipv4=rule.cidr, opts=rule_opts,
             )
         return group
+
+
+def pick_zone(asked: Optional[str], wanted: Mapping[str, str], available: Sequence[str],
+              offerings: Sequence[tuple[str, str]]) -> str:
+    """`asked` if it offers every wanted type, else the first available zone that
+    does; a `ConfigError` naming the key otherwise."""
+    offered: dict[str, set[str]] = {}
+    for instance_type, zone in offerings:
+        offered.setdefault(zone, set()).add(instance_type)
+    if asked:
+        for key, instance_type in wanted.items():
+            if instance_type not in offered.get(asked, set()):
+                elsewhere = sorted(z for z, types in offered.items() if instance_type in types)
+                raise ConfigError(f"{NAMESPACE}:availabilityZone: {asked} does not offer {instance_type} "
+                                  f"({NAMESPACE}:{key}); zones that do: {', '.join(elsewhere) or 'none'}")
+        return asked
+    fitting = [z for z in available if all(t in offered.get(z, set()) for t in wanted.values())]
+    if not fitting:
+        key, instance_type = next(iter(wanted.items()))
+        raise ConfigError(f"{NAMESPACE}:{key}: no available zone offers all of "
+                          f"{', '.join(sorted(set(wanted.values())))} together")
+    return fitting[0]

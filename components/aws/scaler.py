@@ -7,8 +7,12 @@ Why it is shaped this way:
   stack's (destroy removes it) and the role may write to it and nothing else.
 - The role may stop exactly the workers it is given; DescribeInstances and
   GetMetricData are read actions without resource-level permissions, so `*`.
-- Reserved concurrency 1 and no async retries: two passes never race on the same
-  worker, and a failed pass is simply re-run by the next tick.
+- No reserved concurrency: AWS keeps a minimum of unreserved concurrency (100, or
+  10 and 50 on new accounts whose quota is that low), so reserving even 1 fails
+  there, and it would fail after the workers exist. None is needed: each pass
+  is self-contained and StopInstances is idempotent, so two overlapping passes
+  at most both ask to stop the same idle worker. No async retries: a failed pass
+  is simply re-run by the next tick.
 - Two alarms: the function's own `Errors` (a crash, a broken environment), and a
   metric filter on its ERROR decision lines (an API failure on one worker, which
   the handler reports without crashing so the others are still decided).
@@ -124,7 +128,7 @@ class Scaler(pulumi.ComponentResource):
             description="hybrid-llm: stop GPU workers idle for idleMinutes",
             runtime=RUNTIME, architectures=["arm64"], handler=HANDLER,
             code=code_archive(), role=role.arn,
-            timeout=60, memory_size=128, reserved_concurrent_executions=1,
+            timeout=60, memory_size=128,
             environment=aws.lambda_.FunctionEnvironmentArgs(variables={
                 "GPU_INSTANCE_IDS": pulumi.Output.all(*args.instance_ids).apply(",".join),
                 "IDLE_MINUTES": str(args.idle_minutes),

@@ -71,7 +71,7 @@ def test_launch_template_machine(run_program):
     assert lt["imageId"] == ami_answer(DLAMI_PARAMETER)
     assert lt["instanceType"] == "g5.xlarge"
     assert lt["metadataOptions"] == {"httpEndpoint": "enabled", "httpTokens": "required",
-                                     "httpPutResponseHopLimit": 2}
+                                     "httpPutResponseHopLimit": 1}
     (root,) = lt["blockDeviceMappings"]
     assert root["deviceName"] == "/dev/sda1"
     assert root["ebs"] == {"volumeType": "gp3", "volumeSize": 150, "encrypted": "true",

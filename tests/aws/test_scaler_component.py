@@ -86,7 +86,8 @@ def test_logs_go_only_to_its_own_log_group_with_a_retention(plan):
 
 def test_function_settings(plan):
     fn = function(plan).plain()
-    assert fn["reservedConcurrentExecutions"] == 1
+    # No reservation: accounts with a concurrency quota of 10 or 50 refuse any.
+    assert "reservedConcurrentExecutions" not in fn
     major, minor = fn["runtime"].removeprefix("python").split(".")
     assert fn["runtime"].startswith("python") and (int(major), int(minor)) >= (3, 12)
     role = one(plan, "aws:iam/role:Role")

@@ -251,3 +251,72 @@ def test_no_metric_call_for_a_worker_that_is_not_running(aws):
     world.ec2.stop_instances(InstanceIds=[worker])
     world.run([worker], launched + 60 * M)
     assert [name for name, _ in world.cloudwatch.calls if name == "get_metric_data"] == []
+
+
+def test_overlapping_passes_do_no_harm(aws):
+    """No reserved concurrency, so two passes may overlap: both may decide to stop
+    the same idle worker, and StopInstances on a stopping worker is no error."""
+    import threading
+
+    world = World()
+    worker, launched = world.launch()
+    now = launched + 40 * M
+    world.activity(worker, now, range(0, 30))
+    environ = {"GPU_INSTANCE_IDS": worker, "IDLE_MINUTES": str(IDLE)}
+    results, barrier = [], threading.Barrier(2)
+
+    class Gate:
+        """Both passes read the instance as running before either stops it."""
+
+        def __init__(self, client):
+            self._client = client
+
+        def __getattr__(self, name):
+            method = getattr(self._client, name)
+            if name != "stop_instances":
+                return method
+
+            def stop(**kwargs):
+                barrier.wait(timeout=10)
+                return method(**kwargs)
+            return stop
+
+    def one_pass():
+        clients = {"ec2": Gate(world.ec2), "cloudwatch": world.cloudwatch}
+        results.append(handler.run(environ, now=now, make_client=clients.__getitem__)["decisions"][0])
+
+    threads = [threading.Thread(target=one_pass) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert [r["action"] for r in results] == ["stop", "stop"]
+    assert not any("error" in r for r in results)
+    assert world.state(worker) == "stopped"
+    # The next pass sees it stopped and leaves it.
+    assert world.run([worker], now + M)[worker]["action"] == "none"
+
+
+def test_a_worker_stopped_by_a_spot_interruption_is_reported(aws):
+    """Only EC2 restarts it (StartInstances is refused); the decision line says so.
+    moto cannot stop an instance for an interruption, so its StateReason is set here."""
+    world = World()
+    worker, launched = world.launch()
+    world.ec2.stop_instances(InstanceIds=[worker])
+    describe = world.ec2._client.describe_instances
+
+    def interrupted(**kwargs):
+        answer = describe(**kwargs)
+        for reservation in answer["Reservations"]:
+            for instance in reservation["Instances"]:
+                instance["StateReason"] = {"Code": "Server.SpotInstanceShutdown", "Message": "capacity"}
+        return answer
+
+    world.ec2._client.describe_instances = interrupted
+    decision = world.run([worker], launched + 120 * M)[worker]
+    assert decision["action"] == "none" and "spot interruption" in decision["reason"]
+    assert "only EC2 restarts it" in decision["reason"]
+    assert world.ec2.stopped() == []
+    world.ec2._client.describe_instances = describe
+    plain = world.run([worker], launched + 121 * M)[worker]
+    assert "interruption" not in plain["reason"], "a worker we stopped is not reported as interrupted"

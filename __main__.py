@@ -13,8 +13,10 @@ from components.mesh.nebula import NebulaMesh, NebulaMeshArgs
 from components.aws.gpu_worker import GpuWorker, GpuWorkerArgs
 from components.aws.lighthouse import Lighthouse, LighthouseArgs
 from components.aws.scaler import Scaler, ScalerArgs
-from components import costs
+from components import costs, liqo
 from components.aws.budget import CostGuard, CostGuardArgs
+from components.homelab.homelab import Homelab, HomelabArgs, WorkerPeer
+from components.homelab.nebula import HomelabNode
 
 cfg = load_config()
 
@@ -73,7 +75,9 @@ workers = {
             ssm_prefix=inventory.ssm_prefix(cfg, host), instance_type=cfg.gpu_instance_type,
             subnet_id=network.subnet_id, availability_zone=network.availability_zone,
             security_group_id=network.worker_security_group_id,
-            pod_cidr=cfg.gpu_cluster_pod_cidr, service_cidr=cfg.gpu_cluster_service_cidr,
+            pod_cidr=host.pod_cidr, service_cidr=cfg.gpu_cluster_service_cidr,
+            liqo_cluster_id=liqo.worker_cluster_id(cfg.project, cfg.stack, host.name),
+            consumer_cluster_id=cfg.homelab_cluster_id,
             root_volume_gib=cfg.gpu_root_volume_gib, model_volume_gib=cfg.model_volume_gib,
             spot=cfg.gpu_spot, spot_max_price=cfg.gpu_spot_max_price, aws_profile=cfg.aws_profile,
             ami_id=cfg.gpu_ami_id,
@@ -113,6 +117,28 @@ pulumi.export("scalerFunctionName", scaler.function_name)
 pulumi.export("scalerFunctionArn", scaler.function_arn)
 pulumi.export("scalerRuleArn", scaler.rule_arn)
 pulumi.export("scalerLogGroup", scaler.log_group_name)
+
+if cfg.homelab_kubeconfig is not None:
+    homelab = Homelab(f"{cfg.resource_prefix}-homelab", HomelabArgs(
+        kubeconfig=cfg.homelab_kubeconfig, cluster_id=cfg.homelab_cluster_id,
+        pod_cidr=cfg.homelab_pod_cidr, service_cidr=cfg.homelab_service_cidr,
+        nodes=[HomelabNode(h.name, mesh.host_files[h.name].cert_pem, mesh.host_files[h.name].key_pem)
+               for h in mesh_hosts if h.role == "homelab"],
+        nebula_ca_pem=mesh.ca_cert_pem, nebula_config_yaml=mesh.homelab_config_yaml,
+        snat_script=mesh.homelab_snat_script, node_label=cfg.homelab_node_label,
+        workers=[WorkerPeer(
+            peer=liqo.Peer(liqo.worker_cluster_id(cfg.project, cfg.stack, name), host.overlay_ip),
+            capacity=w.capacity,
+            server_ca_pem=w.pki.server_ca_cert_pem, client_ca_cert_pem=w.pki.client_ca_cert_pem,
+            client_ca_key_pem=w.pki.client_ca_key_pem)
+            for host, (name, w) in zip(gpu_hosts, workers.items())],
+        models=cfg.models, idle_minutes=cfg.idle_minutes, model_volume_gib=cfg.model_volume_gib,
+    ))
+    pulumi.export("homelab", {"ollamaUrl": homelab.ollama_url, "virtualNodes": homelab.virtual_nodes,
+                              "nebulaNamespace": homelab.nebula_namespace})
+else:
+    pulumi.export("homelab", "not installed: set hybrid-llm:homelabKubeconfig with "
+                             "`pulumi config set --secret hybrid-llm:homelabKubeconfig \"$(cat kubeconfig)\"`")
 
 if cfg.budget_monthly_usd:
     CostGuard(f"{cfg.resource_prefix}-cost", CostGuardArgs(cfg.budget_monthly_usd, cfg.budget_emails), opts=on_aws)

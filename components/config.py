@@ -82,6 +82,8 @@ class StackConfig:
     gpu_cluster_service_cidr: ipaddress.IPv4Network
     models: tuple[str, ...]
     homelab_kubeconfig: Optional[pulumi.Output[str]]
+    homelab_cluster_id: str
+    homelab_node_label: str
     homelab_pod_cidr: Optional[ipaddress.IPv4Network]
     homelab_service_cidr: Optional[ipaddress.IPv4Network]
     idle_minutes: int
@@ -282,6 +284,23 @@ def _ami(raw: str, key: str) -> Optional[str]:
     return value or None
 
 
+def _cluster_id(raw: str, key: str) -> str:
+    value = str(raw).strip()
+    if not _K8S_NAME.match(value):
+        raise _fail(key, f"{raw!r} is not a DNS label (lower case, digits, '-'), as Liqo wants cluster ids")
+    return value
+
+
+_LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+
+
+def _label_key(raw: str, key: str) -> str:
+    value = str(raw).strip()
+    if not _LABEL_KEY.match(value):
+        raise _fail(key, f"{raw!r} is not a Kubernetes label key like kubernetes.io/hostname")
+    return value
+
+
 def _emails(raw: str, key: str) -> tuple[str, ...]:
     emails = _string_list(raw, key)
     for email in emails:
@@ -323,6 +342,8 @@ KEYS: dict[str, _Key] = {
     "gpuClusterServiceCidr": _Key("gpu_cluster_service_cidr", _cidr),
     "models": _Key("models", _models),
     "homelabKubeconfig": _Key("homelab_kubeconfig", _string, secret=True),
+    "homelabClusterId": _Key("homelab_cluster_id", _cluster_id),
+    "homelabNodeLabel": _Key("homelab_node_label", _label_key),
     "homelabPodCidr": _Key("homelab_pod_cidr", _optional_cidr),
     "homelabServiceCidr": _Key("homelab_service_cidr", _optional_cidr),
     "idleMinutes": _Key("idle_minutes", _positive),
@@ -443,10 +464,18 @@ def _check_relations(cfg: StackConfig) -> None:
 
     problem = addressing.capacity_problem(
         cfg.nebula_cidr, homelab_nodes=len(cfg.homelab_nodes), gpu_workers=cfg.gpu_workers
-    )
+    ) or addressing.pod_range_problem(cfg.gpu_cluster_pod_cidr, cfg.gpu_workers)
     if problem:
         key, text = problem
         raise _fail(key, text)
+    if cfg.homelab_kubeconfig is not None:
+        for key, value in (("homelabPodCidr", cfg.homelab_pod_cidr), ("homelabServiceCidr", cfg.homelab_service_cidr)):
+            if value is None:
+                raise _fail(key, "is needed with hybrid-llm:homelabKubeconfig (Liqo's chart wants the homelab's "
+                                 "ranges; Talos defaults are 10.244.0.0/16 and 10.96.0.0/12)")
+    longest = f"{cfg.project}-{cfg.stack}-gpu-{cfg.gpu_workers - 1}"
+    if len(longest) > 63:
+        raise ConfigError(f"stack name {cfg.stack!r}: worker cluster ids like {longest} must fit in 63 characters")
 
     if cfg.nebula_cert_validity_hours >= cfg.nebula_ca_validity_hours:
         raise _fail(

@@ -55,3 +55,28 @@ NEBULA = PinnedDownload(
         "arm64": "69b2764b0c27b04e4f3fb47764cf330555beb5a49e62e045ed5f208a14341343",
     },
 )
+
+
+@dataclass(frozen=True)
+class ChartPin:
+    """A Helm chart: repository URL, chart name and exact version."""
+
+    repo: str
+    name: str
+    version: str
+
+
+# Liqo, the same version on the homelab and on every worker (the version carries
+# its "v"). Its CRDs and values are checked against ../shared/upstream/liqo-v1.2.0.
+LIQO_CHART = ChartPin("https://helm.liqo.io/", "liqo", "v1.2.0")
+# Ollama, otwld's chart; values checked against ../shared/upstream/ollama-helm-1.77.0.
+OLLAMA_CHART = ChartPin("https://helm.otwld.com/", "ollama", "1.77.0")
+# NVIDIA's device plugin on the workers (k3s HelmChart).
+DEVICE_PLUGIN_CHART = ChartPin("https://nvidia.github.io/k8s-device-plugin", "nvidia-device-plugin", "0.17.0")
+
+# Images on the homelab. Nebula's official image is tagged without the "v" and is
+# the same release the AWS hosts install: bump NEBULA and this together.
+NEBULA_IMAGE = f"docker.io/nebulaoss/nebula:{NEBULA.version.removeprefix('v')}"
+# Kubernetes' own iptables image (kube-proxy's lineage): its iptables wrapper
+# uses whichever backend (nft or legacy) the host's rules are in.
+IPTABLES_IMAGE = "registry.k8s.io/build-image/debian-iptables:bullseye-v1.5.4"

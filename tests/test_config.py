@@ -99,10 +99,23 @@ def test_arrays_are_json_like_pulumi_config_set():
 
 def test_homelab_kubeconfig_is_a_secret(run_program):
     key = "hybrid-llm:homelabKubeconfig"
-    raw = harness.stack_config("dev", {key: "apiVersion: v1\nkind: Config\n"})
+    raw = harness.stack_config("dev", {key: "apiVersion: v1\nkind: Config\n", **HOMELAB_RANGES})
     cfg = parse(raw, project="hybrid-llm", stack="dev", secret_keys=frozenset({key}))
     from pulumi.runtime.sync_await import _sync_await
     assert _sync_await(cfg.homelab_kubeconfig.is_secret()) is True
+
+
+HOMELAB_RANGES = {"hybrid-llm:homelabPodCidr": "10.244.0.0/16", "hybrid-llm:homelabServiceCidr": "10.96.0.0/12"}
+
+
+@pytest.mark.parametrize("missing", sorted(HOMELAB_RANGES))
+def test_homelab_ranges_are_needed_with_the_kubeconfig(missing):
+    key = "hybrid-llm:homelabKubeconfig"
+    given = {k: v for k, v in HOMELAB_RANGES.items() if k != missing}
+    with pytest.raises(ConfigError) as info:
+        parse(harness.stack_config("dev", {key: "x", **given}), project="hybrid-llm", stack="dev",
+              secret_keys=frozenset({key}))
+    assert str(info.value).startswith(f"{missing}: is needed with hybrid-llm:homelabKubeconfig")
 
 
 def test_homelab_kubeconfig_set_in_plain_text_is_refused():

@@ -192,6 +192,26 @@ class Plan:
     def file(self, path: str) -> RenderedFile:
         return next(f for f in self.files if f.path == path)
 
+    def kubernetes_documents(self, show_secrets: bool = False) -> list[tuple[str, dict]]:
+        """What the homelab would receive, as (relative path, document): each
+        Kubernetes object as its manifest, each Helm release as its values file."""
+        out = []
+        for r in self.resources:
+            if not r.type.startswith("kubernetes:") or r.type.startswith("pulumi:providers:"):
+                continue
+            inputs = _strip_secrets(r.inputs, redact=not show_secrets)
+            if r.type == "kubernetes:helm.sh/v3:Release":
+                out.append((f"homelab/releases/{inputs['name']}.values.yaml", inputs.get("values") or {}))
+                continue
+            meta = inputs.get("metadata") or {}
+            where = f"{meta.get('namespace')}-" if meta.get("namespace") else ""
+            out.append((f"homelab/manifests/{where}{inputs['kind'].lower()}-{meta.get('name')}.yaml",
+                        {k: v for k, v in inputs.items() if k in _MANIFEST_KEYS}))
+        return out
+
+
+_MANIFEST_KEYS = ("apiVersion", "kind", "metadata", "spec", "data", "stringData", "type", "immutable")
+
 
 def _strip_secrets(value: Any, *, redact: bool) -> Any:
     if rpc.is_rpc_secret(value):

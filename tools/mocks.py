@@ -311,6 +311,18 @@ def _ami(m: AwsMocks, args: dict) -> dict:
             "arn": m.arn("ec2", f"image/{image}", account=""), "ownerId": "898082745236"}
 
 
+# vCPUs, memory (MiB) and NVIDIA GPUs of the types tests use (EC2's figures).
+INSTANCE_TYPES = {"g4dn.xlarge": (4, 16384, 1), "g4dn.12xlarge": (48, 196608, 4), "g5.xlarge": (4, 16384, 1),
+                  "g6.xlarge": (4, 16384, 1), "g6e.xlarge": (4, 32768, 1), "p5.48xlarge": (192, 2097152, 8)}
+
+
+def _instance_type(m: AwsMocks, args: dict) -> dict:
+    vcpus, memory, gpus = INSTANCE_TYPES[args["instanceType"]]
+    return {"id": args["instanceType"], "instanceType": args["instanceType"], "defaultVcpus": vcpus,
+            "memorySize": memory,
+            "gpuses": [{"count": gpus, "manufacturer": "NVIDIA", "memorySize": 16384, "name": "T4"}]}
+
+
 def _instance_type_offerings(m: AwsMocks, args: dict) -> dict:
     """Offerings by AZ for the instance types in the `instance-type` filter."""
     wanted = next((f["values"] for f in args.get("filters", []) if f["name"] == "instance-type"), [])
@@ -328,6 +340,7 @@ _INVOKES: dict[str, Callable[[AwsMocks, dict], dict]] = {
     "aws:index/getRegion:getRegion": _region,
     "aws:ec2/getAmi:getAmi": _ami,
     "aws:ec2/getInstanceTypeOfferings:getInstanceTypeOfferings": _instance_type_offerings,
+    "aws:ec2/getInstanceType:getInstanceType": _instance_type,
 }
 
 

@@ -19,6 +19,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import yaml
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tools import harness  # noqa: E402
@@ -105,8 +107,11 @@ def render(plan: harness.Plan, directory: Path, show_secrets: bool) -> list[Path
             text = "[secret: run tools/plan.py with --show-secrets to write it]\n"
         write_file(path, text, 0o600 if item.secret else 0o644)
         written.append(path)
+    for path, document in plan.kubernetes_documents(show_secrets):
+        write_file(directory / path, yaml.safe_dump(document, sort_keys=False), 0o600 if show_secrets else 0o644)
+        written.append(directory / path)
     index = directory / RENDER_INDEX
-    now = {item.path for item in plan.files}
+    now = {str(p.relative_to(directory)) for p in written}
     try:
         before = index.read_text(encoding="utf-8").splitlines() if index.exists() else []
     except (OSError, UnicodeDecodeError):

@@ -43,7 +43,7 @@ import pulumi
 import pulumi_aws as aws
 import yaml
 
-from components import versions
+from components import liqo, versions
 from components.aws import hostboot, k3s_pki
 from components.aws.spot_guard import SpotGuard
 from components.generated import publish
@@ -58,8 +58,6 @@ MODELS_DIR = "/var/lib/hybrid-llm/models"
 OLLAMA_MODELS_PV = "ollama-models"
 OLLAMA_SELECTOR = "app.kubernetes.io/name=ollama"
 MANIFESTS_DIR = "/var/lib/rancher/k3s/server/manifests"
-# NVIDIA's device plugin chart (https://nvidia.github.io/k8s-device-plugin), pinned.
-DEVICE_PLUGIN_CHART_VERSION = "0.17.0"
 # The chart's default affinity (values.yaml) requires one of three node labels
 # that node-feature-discovery would set; a plain k3s node has none, so the
 # plugin would never schedule. The chart documents this one as the way to force
@@ -99,36 +97,64 @@ def k3s_flags(host: str, address: ipaddress.IPv4Address, pod_cidr: ipaddress.IPv
     ]
 
 
-def manifests(model_volume_gib: int) -> dict[str, dict]:
-    """k3s auto-deploy manifests (applied at every k3s start) by file name."""
+def manifests(model_volume_gib: int, liqo_values: dict, consumer_id: str) -> dict[str, list[dict]]:
+    """k3s auto-deploy manifests (applied at every k3s start) by file name, each a
+    list of documents. Everything the worker needs for the homelab is here, so
+    adding the homelab later never changes (and so never replaces) a worker."""
     return {
-        "nvidia-device-plugin.yaml": {
+        "nvidia-device-plugin.yaml": [{
             "apiVersion": "helm.cattle.io/v1",
             "kind": "HelmChart",
             "metadata": {"name": "nvidia-device-plugin", "namespace": "kube-system"},
             "spec": {
-                "repo": "https://nvidia.github.io/k8s-device-plugin",
-                "chart": "nvidia-device-plugin",
-                "version": DEVICE_PLUGIN_CHART_VERSION,
+                "repo": versions.DEVICE_PLUGIN_CHART.repo,
+                "chart": versions.DEVICE_PLUGIN_CHART.name,
+                "version": versions.DEVICE_PLUGIN_CHART.version,
                 "targetNamespace": "nvidia-device-plugin",
                 "createNamespace": True,
             },
-        },
+        }],
+        "liqo.yaml": [liqo.helm_chart(yaml.safe_dump(liqo_values, sort_keys=False))],
+        "liqo-tenant.yaml": liqo.provider_manifests(consumer_id),
         # Ollama's models on the model volume at a fixed path, so a new instance
-        # (new k3s datastore) binds the same directory and keeps the models.
-        "ollama-models-pv.yaml": {
-            "apiVersion": "v1",
-            "kind": "PersistentVolume",
-            "metadata": {"name": OLLAMA_MODELS_PV, "labels": {"app.kubernetes.io/part-of": "hybrid-llm"}},
-            "spec": {
-                "capacity": {"storage": f"{model_volume_gib}Gi"},
-                "accessModes": ["ReadWriteOnce"],
-                "persistentVolumeReclaimPolicy": "Retain",
-                "storageClassName": OLLAMA_MODELS_PV,
-                "hostPath": {"path": f"{MODELS_DIR}/ollama", "type": "DirectoryOrCreate"},
-            },
-        },
+        # (new k3s datastore) binds the same directory and keeps the models. Liqo
+        # provisions the offloaded claim with this class; the claimRef keeps the
+        # volume for Ollama's claim alone.
+        "ollama-models-pv.yaml": [
+            {"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+             "metadata": {"name": liqo.MODELS_STORAGE_CLASS, "labels": {"app.kubernetes.io/part-of": "hybrid-llm"}},
+             "provisioner": "kubernetes.io/no-provisioner", "volumeBindingMode": "Immediate",
+             "reclaimPolicy": "Retain"},
+            {"apiVersion": "v1", "kind": "PersistentVolume",
+             "metadata": {"name": OLLAMA_MODELS_PV, "labels": {"app.kubernetes.io/part-of": "hybrid-llm"}},
+             "spec": {
+                 "capacity": {"storage": f"{model_volume_gib}Gi"},
+                 "accessModes": ["ReadWriteOnce"],
+                 "persistentVolumeReclaimPolicy": "Retain",
+                 "storageClassName": liqo.MODELS_STORAGE_CLASS,
+                 "claimRef": {"namespace": liqo.OFFLOADED_NAMESPACE, "name": liqo.MODELS_CLAIM},
+                 "hostPath": {"path": f"{MODELS_DIR}/ollama", "type": "DirectoryOrCreate"},
+             }},
+        ],
     }
+
+
+# Kept back from what the homelab may ask for: k3s, Liqo and the agent run there too.
+SYSTEM_RESERVE = {"cpu_millis": 500, "memory_mib": 2048}
+
+
+def offered_capacity(instance: aws.ec2.GetInstanceTypeResult) -> dict:
+    """The instance type's vCPUs, memory and GPUs (as EC2 describes them) less a
+    reserve for the system, in Kubernetes quantities."""
+    gpus = sum(g.count for g in instance.gpuses or [])
+    return {"cpu": f"{instance.default_vcpus * 1000 - SYSTEM_RESERVE['cpu_millis']}m",
+            "memory": f"{instance.memory_size - SYSTEM_RESERVE['memory_mib']}Mi",
+            "gpus": gpus}
+
+
+def render_manifest(documents: list[dict]) -> str:
+    """One k3s manifest file: YAML documents separated by `---`."""
+    return yaml.safe_dump_all(documents, sort_keys=False)
 
 
 def metrics_policy() -> dict:
@@ -167,6 +193,10 @@ class GpuWorkerArgs:
     """The host's Nebula SSM parameters; the instance boots only after they exist."""
     boot_after: Sequence[pulumi.Resource] = field(default_factory=list)
     """What the first boot needs in place, e.g. the subnet's internet route."""
+    liqo_cluster_id: str = "gpu"
+    """This worker's Liqo cluster id (components/liqo.py: never changes)."""
+    consumer_cluster_id: str = "homelab"
+    """The homelab's Liqo cluster id: the tenant this worker serves."""
     root_volume_key: str = "gpuRootVolumeGiB"
     """Config key named when the root volume is smaller than the AMI's snapshot."""
 
@@ -180,6 +210,10 @@ class GpuWorker(pulumi.ComponentResource):
     model_volume_id: pulumi.Output[str]
     kubeconfig: pulumi.Output[str]               # secret
     launch_template_id: pulumi.Output[str]
+    pki: k3s_pki.K3sPki
+    """The worker's cluster CAs (the homelab's Liqo credential is signed by its client CA)."""
+    capacity: pulumi.Output[dict]
+    """What the homelab may ask of it through Liqo: cpu, memory, gpus."""
 
     def __init__(self, name: str, args: GpuWorkerArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("hybrid-llm:index:GpuWorker", name, None, opts)
@@ -209,13 +243,14 @@ class GpuWorker(pulumi.ComponentResource):
             type="gp3", encrypted=True,
             tags={"Name": f"{name}-models", "Role": "models", "Worker": host},
             # Kept in AWS (retain_on_delete) when asked: `pulumi destroy` completes and the
-            # models stay, as does a volume replaced by a change of AZ.
+            # models stay, as does a volume replaced by a change of the pinned AZ.
             opts=pulumi.ResourceOptions(parent=self, retain_on_delete=args.protect_model_volume),
         )
         user_data = volume.id.apply(lambda vid: self._user_data(args, vid))
         publish(f"workers/{host}/boot.sh", user_data)
-        for file_name, manifest in manifests(args.model_volume_gib).items():
-            publish(f"workers/{host}/manifests/{file_name}", yaml.safe_dump(manifest, sort_keys=False))
+        worker_manifests = manifests(args.model_volume_gib, self._liqo_values(args), args.consumer_cluster_id)
+        for file_name, documents in worker_manifests.items():
+            publish(f"workers/{host}/manifests/{file_name}", render_manifest(documents))
 
         template = aws.ec2.LaunchTemplate(
             f"{name}-lt",
@@ -280,6 +315,9 @@ class GpuWorker(pulumi.ComponentResource):
         self.model_volume_id = volume.id
         self.kubeconfig = pki.kubeconfig
         self.launch_template_id = template.id
+        self.pki = pki
+        self.capacity = aws.ec2.get_instance_type_output(
+            instance_type=args.instance_type, opts=pulumi.InvokeOutputOptions(parent=self)).apply(offered_capacity)
         self.register_outputs({
             "instance_id": self.instance_id,
             "instance_arn": self.instance_arn,
@@ -288,6 +326,10 @@ class GpuWorker(pulumi.ComponentResource):
             "kubeconfig": self.kubeconfig,
             "launch_template_id": self.launch_template_id,
         })
+
+    @staticmethod
+    def _liqo_values(args: GpuWorkerArgs) -> dict:
+        return liqo.provider_values(args.liqo_cluster_id, args.nebula_ip, args.pod_cidr, args.service_cidr)
 
     @staticmethod
     def _market_options(args: GpuWorkerArgs) -> Optional[aws.ec2.LaunchTemplateInstanceMarketOptionsArgs]:
@@ -332,8 +374,9 @@ class GpuWorker(pulumi.ComponentResource):
             BootFile(f"{units}/hybrid-llm-activity.timer", "0644",
                      hostboot.render("units/hybrid-llm-activity.timer", {})),
         ] + [
-            BootFile(f"{MANIFESTS_DIR}/{file_name}", "0644", yaml.safe_dump(manifest, sort_keys=False))
-            for file_name, manifest in manifests(args.model_volume_gib).items()
+            BootFile(f"{MANIFESTS_DIR}/{file_name}", "0644", render_manifest(documents))
+            for file_name, documents in manifests(args.model_volume_gib, GpuWorker._liqo_values(args),
+                                                  args.consumer_cluster_id).items()
         ]
         return hostboot.render("worker-boot.sh", {
             "host": args.host,

@@ -106,7 +106,7 @@ def root_device(image: aws.ec2.GetAmiResult, root_gib: int, key: str) -> str:
             size = (mapping.ebs or {}).get("volume_size")
             if size and root_gib < int(size):
                 raise ConfigError(f"{NAMESPACE}:{key}: {root_gib} GiB is smaller than the root snapshot "
-                                  f"of {image.image_id} ({size} GiB)")
+                                  f"of {image.image_id} ({size} GiB); raise it, or pin the AMI id to keep")
     return image.root_device_name
 
 

@@ -61,6 +61,7 @@ class K3sPki(pulumi.ComponentResource):
     kubeconfig: pulumi.Output[str]              # secret
     server_ca_cert_pem: pulumi.Output[str]
     client_ca_cert_pem: pulumi.Output[str]
+    client_ca_key_pem: pulumi.Output[str]       # secret: signs the homelab's Liqo credential
     parameters: list[aws.ssm.Parameter]
 
     def __init__(self, name: str, args: K3sPkiArgs, opts: Optional[pulumi.ResourceOptions] = None):
@@ -103,6 +104,7 @@ class K3sPki(pulumi.ComponentResource):
         server_cert = certs["server-ca"][1].cert_pem
         self.server_ca_cert_pem = server_cert
         self.client_ca_cert_pem = client_cert.cert_pem
+        self.client_ca_key_pem = pulumi.Output.secret(client_key.private_key_pem)
         self.kubeconfig = pulumi.Output.secret(pulumi.Output.all(
             server_cert, admin_cert.cert_pem, admin_key.private_key_pem,
         ).apply(lambda v: kubeconfig_yaml(args.host, f"https://{args.api_address}:{API_PORT}", *v)))

@@ -85,7 +85,11 @@ class Network(pulumi.ComponentResource):
             # Each instance asks for its public address explicitly.
             map_public_ip_on_launch=False,
             tags={"Name": f"{name}-public"},
-            opts=child,
+            # The same CIDR cannot exist twice in the VPC, so a new subnet (a changed
+            # AZ) can only come after the old one is gone. An AZ the program chose is
+            # held: a change in which zones offer the types must not move the stack.
+            opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True,
+                                        ignore_changes=[] if args.availability_zone else ["availabilityZone"]),
         )
         routes = aws.ec2.RouteTable(
             f"{name}-public-rt",

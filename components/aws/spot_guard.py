@@ -4,8 +4,12 @@ A persistent spot request outlives its instance: terminate the instance and the
 request opens again and launches a new, untracked GPU instance that bills until
 someone notices (terraform-provider-aws issue 38142: deleting an `aws_instance`
 with persistent `instance_market_options` can leave the request open). Cancelling
-the request first, while the instance still exists, is the safe order: a
-cancelled request never relaunches, and cancelling does not touch the instance.
+the request while the instance still exists is the safe order: a cancelled
+request never relaunches. Cancelling leaves a *running* instance running, but
+AWS terminates a *stopped* spot instance whose request is cancelled; the model
+volume's attachment depends on this guard, so it is deleted first (stopping the
+instance and detaching the volume), then the guard cancels and the instance
+goes, with the volume safe (docs/lifecycle.md).
 
 Mechanism: a Python dynamic resource that depends on the instance, so Pulumi
 deletes it (and runs `delete` below) before the instance, both on `pulumi

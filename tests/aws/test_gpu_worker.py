@@ -147,6 +147,7 @@ def test_boot_mounts_the_volume_by_its_id(dev_plan):
 def test_k3s_flags(run_program):
     plan = run_program({"hybrid-llm:gpuWorkers": "2", "hybrid-llm:gpuClusterPodCidr": "10.60.0.0/16",
                         "hybrid-llm:gpuClusterServiceCidr": "10.61.0.0/20"})
+    pod_ranges = {}
     for host, ip in plan.outputs["workerNebulaIps"].value.items():
         exec_start = unit(plan, host, "k3s.service")["Service"]["ExecStart"]
         words = exec_start.split()
@@ -155,11 +156,16 @@ def test_k3s_flags(run_program):
         assert flags["node-ip"] == flags["advertise-address"] == flags["tls-san"] == ip
         assert flags["node-name"] == host
         assert flags["flannel-iface"] == "nebula1"
-        assert flags["cluster-cidr"] == "10.60.0.0/16" and flags["service-cidr"] == "10.61.0.0/20"
+        # Each worker's own /24 of gpuClusterPodCidr: its certificate carries it and
+        # the homelab routes it via this worker.
+        pod_ranges[host] = ipaddress.ip_network(flags["cluster-cidr"])
+        assert pod_ranges[host].subnet_of(ipaddress.ip_network("10.60.0.0/16")) and pod_ranges[host].prefixlen == 24
+        assert flags["service-cidr"] == "10.61.0.0/20"
         assert ipaddress.ip_address(flags["cluster-dns"]) in ipaddress.ip_network("10.61.0.0/20")
         assert flags["default-runtime"] == "nvidia"
         wait = boot_files(plan.file(f"workers/{host}/boot.sh").content)["/usr/local/sbin/hybrid-llm-wait-nebula"]
         assert f'ADDRESS="{ip}"' in wait
+    assert not pod_ranges["gpu-0"].overlaps(pod_ranges["gpu-1"])
 
 
 def test_k3s_starts_only_after_nebula_is_up_and_its_files_are_in_place(dev_plan):

@@ -166,3 +166,12 @@ def test_the_refresh_timer_never_fails_at_boot(dev_plan):
     assert "[Service]" in unit
     assert not [line for line in unit.splitlines() if line.startswith("Requisite=")]
     assert "ExecCondition=/bin/systemctl is-active --quiet nebula.service" in unit
+
+
+def test_the_subnet_is_replaced_delete_first_and_a_chosen_zone_is_held(run_program):
+    """The subnet keeps its CIDR, which cannot exist twice in the VPC; and a zone
+    the program picked must not move when EC2's offerings change."""
+    subnet = run_program({"hybrid-llm:availabilityZone": ""}).of_type("aws:ec2/subnet:Subnet")[0]
+    assert subnet.delete_before_replace and "availabilityZone" in subnet.ignore_changes
+    pinned = run_program().of_type("aws:ec2/subnet:Subnet")[0]
+    assert pinned.delete_before_replace and "availabilityZone" not in pinned.ignore_changes

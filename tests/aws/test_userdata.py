@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from components.aws import hostboot
+from tests import upstream
 from tests.conftest import ROOT, require_root, require_tool
 from tests.aws.test_gpu_worker import boot_files
 from tools import harness, mocks
@@ -130,12 +131,15 @@ def test_downloads_are_pinned_and_verified(plan):
 
 def test_manifests_are_valid_and_named_for_k3s(plan):
     manifests = [f for f in plan.files if "/manifests/" in f.path]
-    assert {Path(f.path).name for f in manifests} >= {"nvidia-device-plugin.yaml", "ollama-models-pv.yaml"}
+    assert {Path(f.path).name for f in manifests} >= {"nvidia-device-plugin.yaml", "ollama-models-pv.yaml",
+                                                      "liqo.yaml", "liqo-tenant.yaml"}
     for item in manifests:
         assert _RFC1123.match(Path(item.path).stem), item.path
         for document in yaml.safe_load_all(item.content):
             if document["apiVersion"] == "helm.cattle.io/v1":
                 jsonschema.validate(document, HELMCHART_SCHEMA)
+            elif upstream.is_liqo(document):
+                upstream.validate_liqo(document)
             else:
                 kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
             assert _RFC1123.match(document["metadata"]["name"])

@@ -1,0 +1,86 @@
+"""The homelab side in one component: the provider from `homelabKubeconfig`, Nebula
+on the nodes, Liqo and its peering with each worker, and Ollama offloaded to the
+first worker. Declared only when the kubeconfig is set; the AWS side never
+depends on it, so adding the homelab later changes no worker.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import pulumi
+
+from components import liqo
+from components.homelab import cluster
+from components.homelab.liqo import LiqoConsumer, LiqoConsumerArgs, LiqoPeering, LiqoPeeringArgs
+from components.homelab.nebula import HomelabNebula, HomelabNebulaArgs, HomelabNode
+from components.homelab import ollama as ollama_chart
+from components.homelab.ollama import Ollama, OllamaArgs
+from components.mesh.nebula_config import OLLAMA_PORT
+
+
+@dataclass
+class WorkerPeer:
+    """What the homelab needs of one worker to peer with it."""
+
+    peer: liqo.Peer
+    capacity: pulumi.Input[dict]
+    server_ca_pem: pulumi.Input[str]
+    client_ca_cert_pem: pulumi.Input[str]
+    client_ca_key_pem: pulumi.Input[str]
+
+
+@dataclass
+class HomelabArgs:
+    kubeconfig: pulumi.Output[str]
+    cluster_id: str
+    pod_cidr: ipaddress.IPv4Network
+    service_cidr: ipaddress.IPv4Network
+    nodes: Sequence[HomelabNode]
+    nebula_ca_pem: pulumi.Input[str]
+    nebula_config_yaml: pulumi.Input[str]
+    snat_script: str
+    workers: Sequence[WorkerPeer]
+    models: Sequence[str]
+    idle_minutes: int
+    model_volume_gib: int
+    node_label: str = "kubernetes.io/hostname"
+
+
+class Homelab(pulumi.ComponentResource):
+    """Everything `pulumi up` puts on the homelab cluster."""
+
+    ollama_url: str
+    virtual_nodes: list[str]
+    nebula_namespace: pulumi.Output[str]
+
+    def __init__(self, name: str, args: HomelabArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__("hybrid-llm:index:Homelab", name, None, opts)
+        provider = cluster.provider(f"{name}-k8s", args.kubeconfig, opts=pulumi.ResourceOptions(parent=self))
+        on_homelab = pulumi.ResourceOptions(parent=self, providers={"kubernetes": provider})
+
+        nebula = HomelabNebula(f"{name}-nebula", HomelabNebulaArgs(
+            nodes=args.nodes, ca_pem=args.nebula_ca_pem, config_yaml=args.nebula_config_yaml,
+            snat_script=args.snat_script, node_label=args.node_label), opts=on_homelab)
+        consumer = LiqoConsumer(f"{name}-liqo", LiqoConsumerArgs(
+            cluster_id=args.cluster_id,
+            values=liqo.consumer_values(args.cluster_id, args.pod_cidr, args.service_cidr)), opts=on_homelab)
+        peerings = [
+            LiqoPeering(f"{name}-peer-{w.peer.cluster_id}", LiqoPeeringArgs(
+                peer=w.peer, consumer_id=args.cluster_id, server_ca_pem=w.server_ca_pem,
+                client_ca_cert_pem=w.client_ca_cert_pem, client_ca_key_pem=w.client_ca_key_pem,
+                capacity=w.capacity, after=[consumer.release]), opts=on_homelab)
+            for w in args.workers
+        ]
+        ollama = Ollama(f"{name}-ollama", OllamaArgs(
+            models=args.models, idle_minutes=args.idle_minutes, model_volume_gib=args.model_volume_gib,
+            worker_cluster_ids=[w.peer.cluster_id for w in args.workers],
+            after=[consumer.release, *[p.resource_slice for p in peerings]]), opts=on_homelab)
+
+        self.ollama_url = f"http://{ollama_chart.SERVICE}.{ollama_chart.NAMESPACE}.svc.cluster.local:{OLLAMA_PORT}"
+        self.virtual_nodes = [w.peer.cluster_id for w in args.workers]
+        self.nebula_namespace = nebula.namespace
+        self.register_outputs({"nebula_namespace": self.nebula_namespace})
+

@@ -1,0 +1,118 @@
+"""Liqo on the homelab (the consumer), and its peering with each GPU worker.
+
+The Helm release runs through pulumi-kubernetes into a `liqo` namespace we create
+with the privileged Pod Security labels (Talos enforces `baseline`). Each
+worker's peering is a `LiqoPeering`: the consumer's client certificate signed by
+that worker's k3s client CA (pulumi-tls, renewed by `pulumi up` in its last
+30 days), the tenant namespace, the control-plane Identity Secret and the
+ResourceSlice (components/liqo.py has the shapes and the why).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import pulumi
+import pulumi_kubernetes as k8s
+import pulumi_tls as tls
+import yaml
+
+from components import liqo, versions
+from components.aws.k3s_pki import kubeconfig_yaml
+
+CLIENT_VALIDITY_HOURS = 8760
+CLIENT_EARLY_RENEWAL_HOURS = 720
+
+
+@dataclass
+class LiqoConsumerArgs:
+    cluster_id: str
+    values: dict
+
+
+class LiqoConsumer(pulumi.ComponentResource):
+    """The `liqo` namespace and Helm release on the homelab."""
+
+    release: k8s.helm.v3.Release
+
+    def __init__(self, name: str, args: LiqoConsumerArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__("hybrid-llm:index:LiqoConsumer", name, None, opts)
+        namespace = k8s.core.v1.Namespace(
+            f"{name}-namespace", metadata=k8s.meta.v1.ObjectMetaArgs(name=liqo.NAMESPACE, labels=liqo.PRIVILEGED),
+            opts=pulumi.ResourceOptions(parent=self))
+        chart = versions.LIQO_CHART
+        self.release = k8s.helm.v3.Release(
+            f"{name}-release",
+            name="liqo", chart=chart.name, version=chart.version,
+            repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=chart.repo),
+            namespace=namespace.metadata.name, create_namespace=False,
+            values=args.values, atomic=True, timeout=900,
+            opts=pulumi.ResourceOptions(parent=self))
+        self.register_outputs({})
+
+
+@dataclass
+class LiqoPeeringArgs:
+    peer: liqo.Peer
+    consumer_id: str
+    server_ca_pem: pulumi.Input[str]
+    client_ca_cert_pem: pulumi.Input[str]
+    client_ca_key_pem: pulumi.Input[str]       # secret
+    capacity: pulumi.Input[dict]
+    """What to ask of the worker: cpu, memory, gpus (GpuWorker.capacity)."""
+    after: Sequence[pulumi.Resource] = ()
+    """The consumer's Liqo release: its CRDs and webhooks must exist first."""
+
+
+class LiqoPeering(pulumi.ComponentResource):
+    """The consumer side of the peering with one worker."""
+
+    resource_slice: k8s.apiextensions.CustomResource
+    identity_kubeconfig: pulumi.Output[str]     # secret
+
+    def __init__(self, name: str, args: LiqoPeeringArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__("hybrid-llm:index:LiqoPeering", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        peer = args.peer
+        key = tls.PrivateKey(f"{name}-key", algorithm="ECDSA", ecdsa_curve="P256", opts=child)
+        csr = tls.CertRequest(
+            f"{name}-csr", private_key_pem=key.private_key_pem,
+            subject=tls.CertRequestSubjectArgs(common_name=args.consumer_id,
+                                               organization=liqo.CONSUMER_ORGANIZATION),
+            opts=child)
+        cert = tls.LocallySignedCert(
+            f"{name}-cert", cert_request_pem=csr.cert_request_pem,
+            ca_private_key_pem=args.client_ca_key_pem, ca_cert_pem=args.client_ca_cert_pem,
+            validity_period_hours=CLIENT_VALIDITY_HOURS, early_renewal_hours=CLIENT_EARLY_RENEWAL_HOURS,
+            allowed_uses=["digital_signature", "key_encipherment", "client_auth"], opts=child)
+        self.identity_kubeconfig = pulumi.Output.secret(pulumi.Output.all(
+            args.server_ca_pem, cert.cert_pem, key.private_key_pem).apply(
+            lambda v: kubeconfig_yaml(peer.cluster_id, peer.api_server, *v)))
+
+        namespace = k8s.core.v1.Namespace(
+            f"{name}-tenant",
+            metadata=k8s.meta.v1.ObjectMetaArgs(name=peer.tenant_namespace,
+                                                labels=liqo.tenant_namespace_labels(peer.cluster_id)),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.after)))
+        identity = liqo.identity_secret_metadata(peer, args.consumer_id)
+        secret = k8s.core.v1.Secret(
+            f"{name}-identity",
+            metadata=k8s.meta.v1.ObjectMetaArgs(name=identity["name"], namespace=namespace.metadata.name,
+                                                labels=identity["labels"], annotations=identity["annotations"]),
+            type="Opaque", string_data={"kubeconfig": self.identity_kubeconfig},
+            opts=pulumi.ResourceOptions(parent=self, additional_secret_outputs=["stringData", "data"]))
+        meta = liqo.resource_slice_metadata(peer)
+        spec = pulumi.Output.from_input(args.capacity).apply(lambda c: liqo.resource_slice(peer, c)["spec"])
+        self.resource_slice = k8s.apiextensions.CustomResource(
+            f"{name}-resource-slice",
+            api_version="authentication.liqo.io/v1beta1", kind="ResourceSlice",
+            metadata=k8s.meta.v1.ObjectMetaArgs(name=meta["name"], namespace=namespace.metadata.name,
+                                                labels=meta["labels"], annotations=meta["annotations"]),
+            spec=spec,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[secret, *args.after]))
+        self.register_outputs({})
+
+
+def values_yaml(values: dict) -> str:
+    return yaml.safe_dump(values, sort_keys=False)

@@ -1,0 +1,157 @@
+"""Nebula on the homelab nodes. Talos installs no packages, so Nebula runs as a
+pod with host networking on each node named in `homelabNodes`.
+
+- One DaemonSet per node, each pinned to its node by a node selector
+  (`kubernetes.io/hostname` unless `homelabNodeLabel` says otherwise) and
+  mounting that node's own certificate and key from its own Secret: every node
+  keeps its own overlay address, and a renewal restarts only that node's pod.
+- The config (the same for every homelab node) and the CA certificate come from
+  one ConfigMap; keys only from Secrets.
+- Least privilege: `NET_ADMIN` and the host's `/dev/net/tun`, nothing else (no
+  privileged container); the namespace is labelled for the `privileged` Pod
+  Security level because host networking and hostPath are beyond `baseline`,
+  which Talos enforces.
+- An init container applies the source-NAT rule (components/mesh/snat.py) in
+  the host's network namespace before Nebula starts: homelab pods' traffic
+  leaves with the node's overlay address, the only source a worker accepts.
+  The image is Kubernetes' own debian-iptables, whose iptables picks the
+  nft or legacy backend the host uses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components import versions
+from components.liqo import PRIVILEGED
+from components.mesh.nebula_config import PKI_DIR
+
+NAMESPACE = "nebula"
+PART_OF = {"app.kubernetes.io/part-of": "hybrid-llm"}
+
+
+@dataclass
+class HomelabNode:
+    name: str
+    cert_pem: pulumi.Input[str]
+    key_pem: pulumi.Input[str]       # secret
+
+
+@dataclass
+class HomelabNebulaArgs:
+    nodes: Sequence[HomelabNode]
+    ca_pem: pulumi.Input[str]
+    config_yaml: pulumi.Input[str]
+    snat_script: str
+    node_label: str = "kubernetes.io/hostname"
+
+
+def _digest(*parts: str) -> str:
+    """Changes when any part does, so the pod restarts with new files."""
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
+
+
+class HomelabNebula(pulumi.ComponentResource):
+    """Namespace, ConfigMap, and a Secret and DaemonSet per homelab node."""
+
+    namespace: pulumi.Output[str]
+    daemon_sets: dict[str, k8s.apps.v1.DaemonSet]
+
+    def __init__(self, name: str, args: HomelabNebulaArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__("hybrid-llm:index:HomelabNebula", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        namespace = k8s.core.v1.Namespace(
+            f"{name}-namespace",
+            metadata=k8s.meta.v1.ObjectMetaArgs(name=NAMESPACE, labels={**PRIVILEGED, **PART_OF}),
+            opts=child)
+        shared = k8s.core.v1.ConfigMap(
+            f"{name}-config",
+            metadata=k8s.meta.v1.ObjectMetaArgs(name="nebula-config", namespace=namespace.metadata.name,
+                                                labels=PART_OF),
+            data={"config.yml": args.config_yaml, "ca.crt": args.ca_pem, "snat.sh": args.snat_script},
+            opts=child)
+        self.daemon_sets = {}
+        for node in args.nodes:
+            secret = k8s.core.v1.Secret(
+                f"{name}-{node.name}",
+                metadata=k8s.meta.v1.ObjectMetaArgs(name=f"nebula-{node.name}", namespace=namespace.metadata.name,
+                                                    labels=PART_OF),
+                type="Opaque",
+                string_data={"host.crt": node.cert_pem, "host.key": pulumi.Output.secret(node.key_pem)},
+                opts=pulumi.ResourceOptions(parent=self, additional_secret_outputs=["stringData", "data"]))
+            checksum = pulumi.Output.all(args.config_yaml, args.ca_pem, node.cert_pem, args.snat_script).apply(
+                lambda parts: _digest(*parts))
+            self.daemon_sets[node.name] = k8s.apps.v1.DaemonSet(
+                f"{name}-{node.name}",
+                metadata=k8s.meta.v1.ObjectMetaArgs(name=f"nebula-{node.name}", namespace=namespace.metadata.name,
+                                                    labels=PART_OF),
+                spec=daemon_set_spec(node.name, args.node_label, shared.metadata.name, secret.metadata.name,
+                                     checksum),
+                opts=child)
+        self.namespace = namespace.metadata.name
+        self.register_outputs({"namespace": self.namespace})
+
+
+def daemon_set_spec(node: str, node_label: str, config_map: pulumi.Input[str], secret: pulumi.Input[str],
+                    checksum: pulumi.Input[str]) -> k8s.apps.v1.DaemonSetSpecArgs:
+    labels = {"app.kubernetes.io/name": "nebula", "app.kubernetes.io/instance": node}
+    net_admin_only = k8s.core.v1.SecurityContextArgs(
+        capabilities=k8s.core.v1.CapabilitiesArgs(add=["NET_ADMIN"], drop=["ALL"]),
+        allow_privilege_escalation=False, privileged=False, read_only_root_filesystem=True)
+    return k8s.apps.v1.DaemonSetSpecArgs(
+        selector=k8s.meta.v1.LabelSelectorArgs(match_labels=labels),
+        update_strategy=k8s.apps.v1.DaemonSetUpdateStrategyArgs(type="RollingUpdate"),
+        template=k8s.core.v1.PodTemplateSpecArgs(
+            metadata=k8s.meta.v1.ObjectMetaArgs(labels=labels, annotations={"hybrid-llm/files": checksum}),
+            spec=k8s.core.v1.PodSpecArgs(
+                host_network=True,
+                dns_policy="ClusterFirstWithHostNet",
+                node_selector={node_label: node},
+                # The mesh is plumbing: it runs on control-plane nodes too.
+                tolerations=[k8s.core.v1.TolerationArgs(operator="Exists")],
+                priority_class_name="system-node-critical",
+                automount_service_account_token=False,
+                init_containers=[k8s.core.v1.ContainerArgs(
+                    name="snat", image=versions.IPTABLES_IMAGE, command=["/bin/sh", "/snat/snat.sh"],
+                    security_context=net_admin_only,
+                    volume_mounts=[k8s.core.v1.VolumeMountArgs(name="snat", mount_path="/snat", read_only=True)],
+                    resources=_resources("10m", "16Mi", "64Mi"),
+                )],
+                containers=[k8s.core.v1.ContainerArgs(
+                    name="nebula", image=versions.NEBULA_IMAGE, args=["-config", f"{PKI_DIR}/config.yml"],
+                    security_context=net_admin_only,
+                    volume_mounts=[
+                        k8s.core.v1.VolumeMountArgs(name="pki", mount_path=PKI_DIR, read_only=True),
+                        k8s.core.v1.VolumeMountArgs(name="tun", mount_path="/dev/net/tun"),
+                    ],
+                    resources=_resources("20m", "32Mi", "128Mi"),
+                )],
+                volumes=[
+                    k8s.core.v1.VolumeArgs(name="pki", projected=k8s.core.v1.ProjectedVolumeSourceArgs(
+                        default_mode=0o400,
+                        sources=[
+                            k8s.core.v1.VolumeProjectionArgs(config_map=k8s.core.v1.ConfigMapProjectionArgs(
+                                name=config_map, items=[k8s.core.v1.KeyToPathArgs(key="config.yml", path="config.yml"),
+                                                        k8s.core.v1.KeyToPathArgs(key="ca.crt", path="ca.crt")])),
+                            k8s.core.v1.VolumeProjectionArgs(secret=k8s.core.v1.SecretProjectionArgs(
+                                name=secret, items=[k8s.core.v1.KeyToPathArgs(key="host.crt", path="host.crt"),
+                                                    k8s.core.v1.KeyToPathArgs(key="host.key", path="host.key")])),
+                        ])),
+                    k8s.core.v1.VolumeArgs(name="snat", config_map=k8s.core.v1.ConfigMapVolumeSourceArgs(
+                        name=config_map, items=[k8s.core.v1.KeyToPathArgs(key="snat.sh", path="snat.sh")])),
+                    k8s.core.v1.VolumeArgs(name="tun", host_path=k8s.core.v1.HostPathVolumeSourceArgs(
+                        path="/dev/net/tun", type="CharDevice")),
+                ],
+            ),
+        ),
+    )
+
+
+def _resources(cpu: str, memory: str, memory_limit: str) -> k8s.core.v1.ResourceRequirementsArgs:
+    return k8s.core.v1.ResourceRequirementsArgs(requests={"cpu": cpu, "memory": memory},
+                                                limits={"memory": memory_limit})

@@ -1,0 +1,122 @@
+"""Ollama, installed from the homelab and running on a GPU worker through Liqo.
+
+- Namespace `llm-inference` with its `NamespaceOffloading` (named `offloading`,
+  created before any pod in it): every pod there runs on a GPU virtual node.
+- The otwld chart as release `ollama-backend` (so its Service is
+  `ollama-backend`), GPU on, the configured models pulled at start, models on
+  the worker's model volume: the chart's claim uses Liqo's virtual storage class,
+  Liqo creates the claim on the worker with the real class `ollama-models`, and
+  that binds the worker's one `ollama-models` PersistentVolume (a directory on
+  the model volume, claimRef'd to this claim).
+- Tolerations for `node.kubernetes.io/not-ready` and `unreachable` without
+  `tolerationSeconds` (DESIGN decision 10): a stopped worker never gets its pod
+  evicted and re-created Pending, which would wake it again.
+- Service `ollama` (ours, not the chart's) is what homelab clients use,
+  `ollama.llm-inference.svc.cluster.local:11434`; a request-holding proxy can
+  take that name over by changing only its selector.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components import liqo, versions
+from components.mesh.nebula_config import OLLAMA_PORT
+
+NAMESPACE = liqo.OFFLOADED_NAMESPACE
+RELEASE = liqo.MODELS_CLAIM
+SERVICE = "ollama"
+# The chart's pod labels (its selector): name `ollama`, instance = the release.
+POD_LABELS = {"app.kubernetes.io/name": "ollama", "app.kubernetes.io/instance": RELEASE}
+
+
+def keep_alive(idle_minutes: int) -> str:
+    """How long a model stays loaded after its last request. The worker's agent
+    counts loaded models as activity, so the worker stops idleMinutes after the
+    model unloads: at most 2 x idleMinutes after the last request, and a reply
+    within idleMinutes never waits for a model load."""
+    return f"{idle_minutes}m"
+
+
+def values(models: Sequence[str], idle_minutes: int, model_volume_gib: int, worker_cluster_id: str) -> dict[str, Any]:
+    """The chart's values (every key exists in the chart's values.yaml; a test checks)."""
+    forever = [{"key": key, "operator": "Exists", "effect": "NoExecute"}
+               for key in ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable")]
+    return {
+        "fullnameOverride": RELEASE,
+        "ollama": {
+            "port": OLLAMA_PORT,
+            "gpu": {"enabled": True, "type": "nvidia", "number": 1},
+            "models": {"pull": list(models)},
+        },
+        "extraEnv": [{"name": "OLLAMA_KEEP_ALIVE", "value": keep_alive(idle_minutes)}],
+        "persistentVolume": {"enabled": True, "storageClass": "liqo", "size": f"{model_volume_gib}Gi",
+                             "accessModes": ["ReadWriteOnce"]},
+        # The first worker's virtual node: its model volume holds the models.
+        "nodeSelector": {liqo.CLUSTER_ID_LABEL: worker_cluster_id},
+        "tolerations": forever + [{"key": liqo.VIRTUAL_NODE_TAINT, "operator": "Exists", "effect": "NoExecute"}],
+        # One pod with one GPU and a ReadWriteOnce volume: replace, never surge.
+        "updateStrategy": {"type": "Recreate"},
+        "service": {"port": OLLAMA_PORT},
+        # The chart's test pod would be offloaded to the GPU too.
+        "tests": {"enabled": False},
+    }
+
+
+@dataclass
+class OllamaArgs:
+    models: Sequence[str]
+    idle_minutes: int
+    model_volume_gib: int
+    worker_cluster_ids: Sequence[str]
+    """Every GPU virtual node the namespace may use; the first runs Ollama."""
+    after: Sequence[pulumi.Resource] = ()
+    """The consumer's Liqo release (CRDs, webhook) and the peerings."""
+
+
+class Ollama(pulumi.ComponentResource):
+    """Namespace, NamespaceOffloading, the chart's release and Service `ollama`."""
+
+    namespace: pulumi.Output[str]
+    service_name: pulumi.Output[str]
+    release_name: pulumi.Output[str]
+
+    def __init__(self, name: str, args: OllamaArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__("hybrid-llm:index:Ollama", name, None, opts)
+        namespace = k8s.core.v1.Namespace(
+            f"{name}-namespace",
+            metadata=k8s.meta.v1.ObjectMetaArgs(name=NAMESPACE, labels={"app.kubernetes.io/part-of": "hybrid-llm"}),
+            opts=pulumi.ResourceOptions(parent=self))
+        body = liqo.namespace_offloading(NAMESPACE, list(args.worker_cluster_ids))
+        offloading = k8s.apiextensions.CustomResource(
+            f"{name}-offloading", api_version=body["apiVersion"], kind=body["kind"],
+            metadata=k8s.meta.v1.ObjectMetaArgs(name=body["metadata"]["name"], namespace=namespace.metadata.name),
+            spec=body["spec"],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.after)))
+        chart = versions.OLLAMA_CHART
+        release = k8s.helm.v3.Release(
+            f"{name}-release",
+            name=RELEASE, chart=chart.name, version=chart.version,
+            repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=chart.repo),
+            namespace=namespace.metadata.name,
+            values=values(args.models, args.idle_minutes, args.model_volume_gib, args.worker_cluster_ids[0]),
+            # The worker is usually stopped: do not wait for the pod to be ready.
+            skip_await=True,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[offloading]))
+        service = k8s.core.v1.Service(
+            f"{name}-service",
+            metadata=k8s.meta.v1.ObjectMetaArgs(name=SERVICE, namespace=namespace.metadata.name,
+                                                labels={"app.kubernetes.io/part-of": "hybrid-llm"}),
+            spec=k8s.core.v1.ServiceSpecArgs(
+                selector=POD_LABELS,
+                ports=[k8s.core.v1.ServicePortArgs(name="http", port=OLLAMA_PORT, target_port=OLLAMA_PORT)]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[release]))
+        self.namespace = namespace.metadata.name
+        self.service_name = service.metadata.name
+        self.release_name = release.name
+        self.register_outputs({"namespace": self.namespace, "service_name": self.service_name,
+                               "release_name": self.release_name})

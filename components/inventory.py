@@ -2,16 +2,19 @@
 where its per-host settings live in SSM Parameter Store.
 
 Nebula (certificates, configs), compute (instances, IAM) and the clusters all read
-this one list, so a host's name and address are decided in one place.
+this one list, so a host's name and address are decided in one place. A GPU
+worker's pod range is decided here too: its k3s uses it, its certificate carries
+it, and the homelab routes it via the worker's overlay address.
 """
 
 from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Optional
 
-from components.config import StackConfig
+from components import addressing
+from components.config import NAMESPACE, ConfigError, StackConfig
 
 Role = Literal["lighthouse", "homelab", "gpu"]
 
@@ -29,6 +32,9 @@ class Host:
     overlay_ip: ipaddress.IPv4Address
     groups: tuple[str, ...]
     index: int = 0            # position among hosts of its role
+    # GPU workers: the k3s pod range behind this host (addressing.worker_pod_range),
+    # carried in its certificate; None for hosts with nothing routed behind them.
+    pod_cidr: Optional[ipaddress.IPv4Network] = None
 
     @property
     def on_aws(self) -> bool:
@@ -41,11 +47,17 @@ def gpu_worker_name(index: int) -> str:
 
 def hosts(cfg: StackConfig) -> list[Host]:
     """Lighthouse first, then homelab nodes, then GPU workers."""
+    # Config validation reports this first; checked again so no certificate or k3s
+    # flag is ever made from a range that cannot hold every worker.
+    problem = addressing.pod_range_problem(cfg.gpu_cluster_pod_cidr, cfg.gpu_workers)
+    if problem:
+        raise ConfigError(f"{NAMESPACE}:{problem[0]}: {problem[1]}")
     plan = cfg.mesh
     out = [Host("lighthouse", "lighthouse", plan.lighthouse, GROUPS["lighthouse"])]
     out += [Host(name, "homelab", plan.homelab(i), GROUPS["homelab"], i)
             for i, name in enumerate(cfg.homelab_nodes)]
-    out += [Host(gpu_worker_name(i), "gpu", plan.gpu_worker(i), GROUPS["gpu"], i)
+    out += [Host(gpu_worker_name(i), "gpu", plan.gpu_worker(i), GROUPS["gpu"], i,
+                 addressing.worker_pod_range(cfg.gpu_cluster_pod_cidr, i))
             for i in range(cfg.gpu_workers)]
     return out
 

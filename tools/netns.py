@@ -8,8 +8,13 @@ lighthouse's address in `static_host_map` (the Elastic IP becomes the lighthouse
 namespace's address). The rendered config points at /etc/nebula/, so every nebula
 gets a private mount namespace with its own directory bound there.
 
+A "pod" is one more namespace behind a host, joined to it by a veth pair: the
+host end holds the first address of the pod's subnet (as a CNI bridge would), the
+pod the tenth, with its default route via the host, and the host forwards. That
+is all a Kubernetes node does for the packet path of tests/mesh/test_packet_path.py.
+
 Needs root, `ip` (iproute2), `unshare` (util-linux), `nebula` and `ping`. Shared by
-tests/mesh/test_nebula_mesh.py and bench/mesh_up.py.
+tests/mesh/test_nebula_mesh.py, tests/mesh/test_packet_path.py and bench/mesh_up.py.
 """
 
 from __future__ import annotations
@@ -43,6 +48,15 @@ class LabHost:
     log: Optional[Path] = None
 
 
+@dataclass
+class LabPod:
+    name: str
+    namespace: str
+    host: str                          # the lab host it sits behind
+    address: ipaddress.IPv4Address
+    gateway: ipaddress.IPv4Address     # the host's end of the veth
+
+
 def _run(*cmd: str, check: bool = True, timeout: float = 20) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, check=check, capture_output=True, text=True, timeout=timeout)
 
@@ -63,6 +77,8 @@ class NebulaLab:
 
     tag: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
     hosts: dict[str, LabHost] = field(default_factory=dict)
+    pods: dict[str, LabPod] = field(default_factory=dict)
+    nebula: str = "nebula"             # the binary every host runs
     _namespaces: list[str] = field(default_factory=list)
     _helpers: list[subprocess.Popen] = field(default_factory=list)
     _workdir: Optional[Path] = None
@@ -112,20 +128,50 @@ class NebulaLab:
         self.hosts[name] = host
         return host
 
+    def add_pod(self, name: str, host: str, subnet: ipaddress.IPv4Network) -> LabPod:
+        """A namespace behind `host` with an address of `subnet`, routed via the host,
+        which forwards. Nebula on the host is not involved until a packet leaves by
+        its tun."""
+        index = len(self.pods)
+        namespace = f"hl-{self.tag}-pod{index}"
+        gateway, address = subnet.network_address + 1, subnet.network_address + 10
+        host_ns = self.hosts[host].namespace
+        self._add_namespace(namespace)
+        _run("ip", "-n", namespace, "link", "add", "eth0", "type", "veth", "peer", "name", f"pod{index}",
+             "netns", host_ns)
+        _run("ip", "-n", host_ns, "addr", "add", f"{gateway}/{subnet.prefixlen}", "dev", f"pod{index}")
+        _run("ip", "-n", host_ns, "link", "set", f"pod{index}", "up")
+        _run("ip", "-n", namespace, "addr", "add", f"{address}/{subnet.prefixlen}", "dev", "eth0")
+        _run("ip", "-n", namespace, "link", "set", "eth0", "up")
+        _run("ip", "-n", namespace, "route", "add", "default", "via", str(gateway))
+        self.set_forwarding(host, True)
+        pod = LabPod(name, namespace, host, address, gateway)
+        self.pods[name] = pod
+        return pod
+
+    def set_forwarding(self, name: str, on: bool) -> None:
+        """IPv4 forwarding in one namespace (/proc/sys/net is per network namespace)."""
+        _run("ip", "netns", "exec", self._namespace(name), "sh", "-c",
+             f"echo {int(on)} > /proc/sys/net/ipv4/ip_forward")
+
+    def _namespace(self, name: str) -> str:
+        return self.hosts[name].namespace if name in self.hosts else self.pods[name].namespace
+
     def start(self, name: str) -> None:
         """Run nebula in the host's namespace with its directory bound on /etc/nebula."""
         host = self.hosts[name]
         host.log = self._workdir / f"{name}.log"
-        script = f'mount --bind "$1" {PKI_DIR} && exec nebula -config {PKI_DIR}/config.yml'
+        script = f'mount --bind "$1" {PKI_DIR} && exec "$2" -config {PKI_DIR}/config.yml'
         with open(host.log, "wb") as log:
             host.process = subprocess.Popen(
                 ["ip", "netns", "exec", host.namespace, "unshare", "--mount", "--propagation", "private",
-                 "sh", "-c", script, "sh", str(host.directory)],
+                 "sh", "-c", script, "sh", str(host.directory), self.nebula],
                 stdout=log, stderr=subprocess.STDOUT,
             )
 
     def exec(self, name: str, *cmd: str, timeout: float = 20) -> subprocess.CompletedProcess:
-        return _run("ip", "netns", "exec", self.hosts[name].namespace, *cmd, check=False, timeout=timeout)
+        """Run a command in a host's or a pod's namespace."""
+        return _run("ip", "netns", "exec", self._namespace(name), *cmd, check=False, timeout=timeout)
 
     def ping(self, name: str, target: str, count: int = 1, wait: float = 1) -> bool:
         result = self.exec(name, "ping", "-n", "-q", "-c", str(count), "-i", "0.2", "-W", str(wait), target,
@@ -140,13 +186,18 @@ class NebulaLab:
                 return time.monotonic() - start
         raise TimeoutError(f"{name} got no answer from {target} within {timeout}s\n{self.logs()}")
 
-    def listen_tcp(self, name: str, port: int) -> None:
-        """A TCP listener in the host's namespace that answers `ok` to each client."""
-        code = ("import socket,sys\n"
+    def listen_tcp(self, name: str, port: int, padding: int = 0) -> None:
+        """A TCP listener in a host's or pod's namespace that answers each client
+        `ok <the client's address as seen here>\n`, then `padding` more bytes."""
+        code = ("import socket\n"
                 "s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
                 f"s.bind(('0.0.0.0', {port})); s.listen(8); print('ready', flush=True)\n"
-                "while True:\n    c,_=s.accept(); c.sendall(b'ok'); c.close()\n")
-        proc = subprocess.Popen(["ip", "netns", "exec", self.hosts[name].namespace, sys.executable, "-c", code],
+                "while True:\n    c,peer=s.accept()\n"
+                "    try:\n"
+                f"        c.sendall(b'ok '+peer[0].encode()+b'\\n'+b'.'*{padding})\n"
+                "    except OSError:\n        pass\n"
+                "    c.close()\n")
+        proc = subprocess.Popen(["ip", "netns", "exec", self._namespace(name), sys.executable, "-c", code],
                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         self._helpers.append(proc)
         if proc.stdout.readline().strip() != "ready":
@@ -160,6 +211,23 @@ class NebulaLab:
                 "    sys.exit(0 if c.recv(2)==b'ok' else 1)\n"
                 "except OSError:\n    sys.exit(1)\n")
         return self.exec(name, sys.executable, "-c", code, timeout=timeout + 10).returncode == 0
+
+    def tcp_fetch(self, name: str, target: str, port: int, timeout: float = 5) -> Optional[bytes]:
+        """Everything a `listen_tcp` listener at target:port sends to `name`, or None
+        when no connection is made or it does not finish within `timeout`."""
+        code = ("import socket,sys\n"
+                "try:\n"
+                f"    c=socket.create_connection(('{target}', {port}), timeout={timeout})\n"
+                "    data=b''\n"
+                "    while True:\n"
+                "        chunk=c.recv(65536)\n"
+                "        if not chunk: break\n"
+                "        data+=chunk\n"
+                "    sys.stdout.buffer.write(data)\n"
+                "except OSError:\n    sys.exit(1)\n")
+        result = subprocess.run(["ip", "netns", "exec", self._namespace(name), sys.executable, "-c", code],
+                                capture_output=True, timeout=timeout + 10)
+        return result.stdout if result.returncode == 0 else None
 
     def wait_for_interface(self, name: str, overlay_ip: str, device: str = "nebula1", timeout: float = 10) -> None:
         start = time.monotonic()

@@ -6,6 +6,13 @@ every homelab node the same overlay IP). The host key goes only to a SecureStrin
 parameter below the host's own SSM prefix, so an instance role can be allowed
 exactly its own; homelab keys are exposed as secret outputs for the clusters
 component to put into a Kubernetes Secret.
+
+A GPU worker's certificate carries its k3s pod range (`Host.pod_cidr`) as an
+unsafe network, and the homelab config routes each range via its worker: that is
+the whole packet path between the clusters (DESIGN decision 8). The homelab
+config names no node, so all homelab nodes share it (`homelab_config_yaml`, one
+ConfigMap) and differ only in certificate and key (`host_files`, a Secret per
+node); `homelab_snat_script` source-NATs their pods' traffic into the mesh.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ from typing import Optional
 import pulumi
 import pulumi_aws as aws
 
-from components.mesh import nebula_config
+from components.mesh import nebula_config, snat
 from components.addressing import MeshAddressPlan
 from components.config import ConfigError, NAMESPACE
 from components.generated import publish
@@ -68,7 +75,25 @@ def _check_hosts(args: NebulaMeshArgs) -> Host:
     missing = [h.name for h in args.hosts if h.on_aws and h.name not in args.ssm_prefixes]
     if missing:
         raise ValueError(f"NebulaMesh: no SSM prefix for AWS host(s) {missing}")
+    _check_pod_ranges(args)
     return lighthouses[0]
+
+
+def _check_pod_ranges(args: NebulaMeshArgs) -> None:
+    """Pod ranges only behind GPU workers, apart from each other and from the mesh
+    (Nebula refuses an unsafe route inside its own network)."""
+    stray = [h.name for h in args.hosts if h.pod_cidr is not None and h.role != "gpu"]
+    if stray:
+        raise ValueError(f"NebulaMesh: only GPU workers route a pod range, not {stray}")
+    ranges = [(h.name, h.pod_cidr) for h in args.hosts if h.pod_cidr is not None]
+    for i, (name, pod_range) in enumerate(ranges):
+        if pod_range.overlaps(args.network):
+            raise ConfigError(f"{NAMESPACE}:gpuClusterPodCidr: {name}'s pod range {pod_range} overlaps "
+                              f"{NAMESPACE}:nebulaCidr ({args.network})")
+        for other, other_range in ranges[i + 1:]:
+            if pod_range.overlaps(other_range):
+                raise ConfigError(f"{NAMESPACE}:gpuClusterPodCidr: {name} and {other} share pod addresses "
+                                  f"({pod_range}, {other_range})")
 
 
 class NebulaMesh(pulumi.ComponentResource):
@@ -78,6 +103,9 @@ class NebulaMesh(pulumi.ComponentResource):
     host_files: dict[str, NebulaHostFiles]
     parameters: dict[str, list[aws.ssm.Parameter]]
     overlay_ips: dict[str, str]
+    pod_ranges: dict[str, str]                # GPU worker name -> its k3s pod range
+    homelab_config_yaml: pulumi.Output[str]   # the config.yml of every homelab node
+    homelab_snat_script: str                  # run on each homelab node before Nebula
 
     def __init__(self, name: str, args: NebulaMeshArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("hybrid-llm:index:NebulaMesh", name, None, opts)
@@ -93,19 +121,29 @@ class NebulaMesh(pulumi.ComponentResource):
             lambda ip: nebula_config.endpoint(ip, args.port)
         )
 
+        workers = [h for h in args.hosts if h.role == "gpu"]
         self.ca_cert_pem = ca.cert_pem
         self.host_files = {}
         self.parameters = {}
         self.overlay_ips = {}
+        self.pod_ranges = {h.name: str(h.pod_cidr) for h in workers if h.pod_cidr is not None}
+        self.homelab_config_yaml = endpoint.apply(
+            lambda ep: nebula_config.render(nebula_config.homelab_config(lighthouse, ep, args.port, workers))
+        )
+        self.homelab_snat_script = snat.snat_script(args.network)
         for host in args.hosts:
             cert = NebulaHostCertificate(
                 f"{name}-{host.name}", ca=ca, host_name=host.name, ip=plan.with_prefix(host.overlay_ip),
-                groups=list(host.groups), validity_period_hours=args.cert_validity_hours,
+                groups=list(host.groups), subnets=[str(host.pod_cidr)] if host.pod_cidr else [],
+                validity_period_hours=args.cert_validity_hours,
                 early_renewal_hours=args.early_renewal_hours, opts=child,
             )
-            config_yaml = endpoint.apply(
-                lambda ep, h=host: nebula_config.render(nebula_config.node_config(h, lighthouse, ep, args.port))
-            )
+            if host.role == "homelab":
+                config_yaml = self.homelab_config_yaml
+            else:
+                config_yaml = endpoint.apply(
+                    lambda ep, h=host: nebula_config.render(nebula_config.node_config(h, lighthouse, ep, args.port))
+                )
             files = NebulaHostFiles(ca_pem=ca.cert_pem, cert_pem=cert.cert_pem,
                                     key_pem=cert.private_key_pem, config_yaml=config_yaml)
             self.host_files[host.name] = files
@@ -119,6 +157,8 @@ class NebulaMesh(pulumi.ComponentResource):
         self.register_outputs({
             "ca_cert_pem": self.ca_cert_pem,
             "overlay_ips": self.overlay_ips,
+            "pod_ranges": self.pod_ranges,
+            "homelab_config_yaml": self.homelab_config_yaml,
         })
 
     def _parameters(self, name: str, host: Host, prefix: str,

@@ -97,6 +97,7 @@ def test_static_host_map_names_the_lighthouse_eip_the_mocks_gave(two_workers):
     for host in [*DEV_HOMELAB, "gpu-0", "gpu-1"]:
         c = config(two_workers, host)
         assert c["static_host_map"] == {lighthouse_ip: [f"{public_ip}:4242"]}
+        c["lighthouse"].pop("local_allow_list", None)     # workers' own, tested below
         assert c["lighthouse"] == {"am_lighthouse": False, "interval": 60, "hosts": [lighthouse_ip]}
     lh = config(two_workers, "lighthouse")
     assert lh["lighthouse"]["am_lighthouse"] is True and lh["lighthouse"]["hosts"] == []
@@ -115,17 +116,31 @@ def test_listen_ports_pki_paths_tun_and_punchy(run_program):
 
 
 def _inbound(plan, host: str) -> set[tuple]:
-    return {(r["proto"], r["port"], r.get("group") or f"host={r.get('host')}")
+    return {(r["proto"], r["port"], r.get("group") or f"host={r.get('host')}", r.get("local_cidr"))
             for r in config(plan, host)["firewall"]["inbound"]}
 
 
-def test_firewall_inbound_per_role(dev_plan):
-    icmp = ("icmp", "any", "host=any")
-    assert _inbound(dev_plan, "gpu-0") == {icmp, ("tcp", 6443, "homelab"), ("udp", 51840, "homelab"),
-                                           ("tcp", 11434, "homelab")}
-    assert _inbound(dev_plan, "lighthouse") == {icmp}
-    for host in DEV_HOMELAB:
-        assert _inbound(dev_plan, host) == {icmp}
+def test_firewall_inbound_per_role(two_workers):
+    """A worker: ICMP from anyone and the k3s API from the homelab on its overlay
+    address, Ollama from the homelab on its pod range, nothing else (no Liqo
+    gateway port: Liqo's network is off). Lighthouse and homelab: ICMP only."""
+    ips = two_workers.outputs["nebulaIps"].value
+    for index, worker in enumerate(("gpu-0", "gpu-1")):
+        overlay = f"{ips[worker]}/32"
+        assert _inbound(two_workers, worker) == {
+            ("icmp", "any", "host=any", overlay),
+            ("tcp", 6443, "homelab", overlay),
+            ("tcp", 11434, "homelab", f"10.52.{index}.0/24"),
+        }
+    for host in ("lighthouse", *DEV_HOMELAB):
+        assert _inbound(two_workers, host) == {("icmp", "any", "host=any", None)}
+
+
+def test_default_local_cidr_any_is_off_everywhere(two_workers):
+    """1.9 defaults it to true (a rule without local_cidr would open the pod range
+    too); 1.10 defaults it to false. Explicit, so both behave like 1.10."""
+    for host in ("lighthouse", "gpu-0", "gpu-1", *DEV_HOMELAB):
+        assert config(two_workers, host)["firewall"]["default_local_cidr_any"] is False
 
 
 def test_firewall_default_deny_and_outbound_open(dev_plan):
@@ -144,6 +159,66 @@ def test_keys_are_secret_files_and_in_no_plain_output(dev_plan):
     assert not dev_plan.outputs["nebulaCaCert"].secret
 
 
+def test_each_worker_certificate_carries_its_pod_range_and_no_one_else_has_one(two_workers):
+    for index in range(2):
+        assert cert(two_workers, f"gpu-{index}").details.subnets == (ipaddress.IPv4Network(f"10.52.{index}.0/24"),)
+    for host in ("lighthouse", *DEV_HOMELAB):
+        assert cert(two_workers, host).details.subnets == ()
+    (resource,) = [r for r in two_workers.of_type("pulumi-python:dynamic:Resource") if r.name.endswith("-gpu-1")]
+    assert resource.inputs["subnets"] == ["10.52.1.0/24"]
+
+
+def test_pod_ranges_follow_gpu_cluster_pod_cidr(run_program):
+    plan = run_program({"hybrid-llm:gpuWorkers": "3", "hybrid-llm:gpuClusterPodCidr": "10.60.0.0/22"})
+    ranges = [cert(plan, f"gpu-{i}").details.subnets for i in range(3)]
+    assert ranges == [(ipaddress.IPv4Network(f"10.60.{i}.0/24"),) for i in range(3)]
+    routes = config(plan, "talos-cp-1")["tun"]["unsafe_routes"]
+    assert [r["route"] for r in routes] == [f"10.60.{i}.0/24" for i in range(3)]
+
+
+def test_homelab_routes_every_worker_pod_range_via_that_worker(two_workers):
+    ips = two_workers.outputs["nebulaIps"].value
+    for host in DEV_HOMELAB:
+        assert config(two_workers, host)["tun"]["unsafe_routes"] == [
+            {"route": "10.52.0.0/24", "via": ips["gpu-0"]},
+            {"route": "10.52.1.0/24", "via": ips["gpu-1"]},
+        ]
+    for host in ("lighthouse", "gpu-0", "gpu-1"):
+        assert config(two_workers, host)["tun"]["unsafe_routes"] == []
+
+
+def test_workers_do_not_advertise_their_pod_range_as_an_underlay_address(two_workers):
+    """All-false rules: every other local address is still advertised."""
+    for index in range(2):
+        assert config(two_workers, f"gpu-{index}")["lighthouse"]["local_allow_list"] == {f"10.52.{index}.0/24": False}
+    for host in ("lighthouse", *DEV_HOMELAB):
+        assert "local_allow_list" not in config(two_workers, host)["lighthouse"]
+
+
+def test_every_route_goes_via_a_worker_whose_certificate_carries_it(two_workers):
+    """Nebula sends a routed packet only to a peer whose certificate holds the
+    destination: each route must match its gateway's certificate exactly."""
+    ips = two_workers.outputs["nebulaIps"].value
+    by_ip = {ip: name for name, ip in ips.items()}
+    for route in config(two_workers, "talos-cp-1")["tun"]["unsafe_routes"]:
+        gateway = cert(two_workers, by_ip[route["via"]])
+        assert ipaddress.IPv4Network(route["route"]) in gateway.details.subnets
+
+
+def test_homelab_nodes_share_one_config_that_names_no_node(run_program):
+    plan = run_program({"hybrid-llm:gpuWorkers": "2",
+                        "hybrid-llm:homelabNodes": '["talos-cp-1", "talos-worker-1", "talos-worker-2"]'})
+    ips = plan.outputs["nebulaIps"].value
+    rendered = {plan.file(f"nebula/{h}/config.yml").content
+                for h in ("talos-cp-1", "talos-worker-1", "talos-worker-2")}
+    assert len(rendered) == 1, "homelab configs differ"
+    (text,) = rendered
+    for host in ("talos-cp-1", "talos-worker-1", "talos-worker-2"):
+        assert host not in text and ips[host] not in text
+    certs = {cert(plan, h).details.public_key for h in ("talos-cp-1", "talos-worker-1", "talos-worker-2")}
+    assert len(certs) == 3, "each homelab node keeps its own certificate and key"
+
+
 def test_more_workers_more_certificates(run_program):
     plan = run_program({"hybrid-llm:gpuWorkers": "3"})
     names = {cert(plan, f"gpu-{i}").details.name for i in range(3)}
@@ -155,15 +230,24 @@ def _host(name, role, ip):
     return Host(name, role, ipaddress.IPv4Address(ip), ())
 
 
+def _worker(name, ip, pod_cidr):
+    return Host(name, "gpu", ipaddress.IPv4Address(ip), (), pod_cidr=ipaddress.IPv4Network(pod_cidr))
+
+
 @pytest.mark.parametrize("hosts, key", [
     ([_host("lighthouse", "lighthouse", "10.42.0.1"), _host("a", "homelab", "10.42.0.1")], "nebulaCidr"),
+    ([_host("lighthouse", "lighthouse", "10.42.0.1"), _worker("gpu-0", "10.42.2.1", "10.42.200.0/24")],
+     "gpuClusterPodCidr"),
+    ([_host("lighthouse", "lighthouse", "10.42.0.1"), _worker("gpu-0", "10.42.2.1", "10.52.0.0/24"),
+      _worker("gpu-1", "10.42.2.2", "10.52.0.0/23")], "gpuClusterPodCidr"),
     ([_host("lighthouse", "lighthouse", "10.42.0.1"), _host("lighthouse", "homelab", "10.42.1.1")], "homelabNodes"),
     ([_host("a", "homelab", "10.42.1.1")], "nebulaCidr"),
     ([_host("lighthouse", "lighthouse", "10.99.0.1")], "nebulaCidr"),
 ])
 def test_bad_host_lists_are_one_config_error(hosts, key):
     args = NebulaMeshArgs(hosts=hosts, network=ipaddress.IPv4Network("10.42.0.0/16"), port=4242,
-                          lighthouse_public_ip="198.51.100.4", ssm_prefixes={"lighthouse": "/p/lighthouse"},
+                          lighthouse_public_ip="198.51.100.4",
+                          ssm_prefixes={"lighthouse": "/p/lighthouse", "gpu-0": "/p/gpu-0", "gpu-1": "/p/gpu-1"},
                           ca_validity_hours=2, cert_validity_hours=1, early_renewal_hours=0)
     with pytest.raises(ConfigError, match=f"^hybrid-llm:{key}: "):
         _check_hosts(args)

@@ -65,14 +65,16 @@ def test_homelab_pings_the_worker_over_the_overlay(mesh):
     assert lab.ping(HOMELAB, ips["lighthouse"])
 
 
-def test_homelab_reaches_ollama_on_the_worker_and_others_do_not(mesh):
+def test_homelab_reaches_the_workers_k3s_api_and_others_do_not(mesh):
+    """Ollama is reached on the worker's pod range (tests/mesh/test_packet_path.py);
+    the overlay address serves the k3s API to the Liqo consumer."""
     lab, ips, _ = mesh
-    lab.listen_tcp(WORKER, 11434)
+    lab.listen_tcp(WORKER, 6443)
     lab.wait_for_ping(HOMELAB, ips[WORKER])
-    assert lab.tcp_connects(HOMELAB, ips[WORKER], 11434)
+    assert lab.tcp_connects(HOMELAB, ips[WORKER], 6443)
     # Only group homelab may: the lighthouse has a tunnel to the worker but no rule.
     lab.wait_for_ping("lighthouse", ips[WORKER])
-    assert not lab.tcp_connects("lighthouse", ips[WORKER], 11434, timeout=2)
+    assert not lab.tcp_connects("lighthouse", ips[WORKER], 6443, timeout=2)
 
 
 def test_worker_gets_no_connection_to_a_homelab_port_the_firewall_does_not_open(mesh):

@@ -16,6 +16,7 @@ from tests.conftest import ROOT, require_root, require_tool
 EXPECTED_GROUPS = {"lighthouse": ["lighthouse"], "talos-cp-1": ["homelab", "kubernetes"],
                    "talos-worker-1": ["homelab", "kubernetes"], "gpu-0": ["aws", "gpu", "kubernetes"],
                    "gpu-1": ["aws", "gpu", "kubernetes"]}
+EXPECTED_SUBNETS = {"gpu-0": ["10.52.0.0/24"], "gpu-1": ["10.52.1.0/24"]}    # gpuClusterPodCidr's /24s
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +49,7 @@ def test_nebula_cert_verifies_and_prints_what_we_meant(rendered, host):
     assert printed["details"]["name"] == host
     assert printed["details"]["ips"] == [f"{outputs['nebulaIps'][host]}/16"]
     assert printed["details"]["groups"] == EXPECTED_GROUPS[host]
+    assert printed["details"]["subnets"] == EXPECTED_SUBNETS.get(host, [])
     assert printed["details"]["isCa"] is False
     assert printed["details"]["issuer"] == ca["fingerprint"]
     assert ca["details"]["isCa"] is True

@@ -2,7 +2,7 @@
 PY      ?= python3
 VENV    ?= venv
 BIN     := $(VENV)/bin
-APT_PKGS := nebula shellcheck iproute2 iputils-ping util-linux e2fsprogs
+APT_PKGS := nebula shellcheck iproute2 iputils-ping iptables util-linux e2fsprogs
 
 .PHONY: test plan tools deps bench clean
 
@@ -15,7 +15,7 @@ deps: $(BIN)/python
 # Debian tools the tests use; installed when we can (root with apt-get), else the
 # tests that need them skip locally and fail under CI=true.
 tools:
-	@missing=""; for t in nebula nebula-cert shellcheck ip ping losetup blkid blockdev mkfs.ext4 e2fsck resize2fs dumpe2fs; do command -v $$t >/dev/null || missing=1; done; \
+	@missing=""; for t in nebula nebula-cert shellcheck ip ping iptables losetup blkid blockdev mkfs.ext4 e2fsck resize2fs dumpe2fs; do command -v $$t >/dev/null || missing=1; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PKGS) >/dev/null; \

@@ -7,6 +7,7 @@ then `--set` overrides, as the CLI would merge them.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import runpy
@@ -210,7 +211,8 @@ class Plan:
         return out
 
 
-_MANIFEST_KEYS = ("apiVersion", "kind", "metadata", "spec", "data", "stringData", "type", "immutable")
+_MANIFEST_KEYS = ("apiVersion", "kind", "metadata", "spec", "data", "stringData", "type", "immutable",
+                  "rules", "roleRef", "subjects", "aggregationRule")
 
 
 def _strip_secrets(value: Any, *, redact: bool) -> Any:
@@ -265,6 +267,17 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
         return response
 
 
+def _ensure_event_loop() -> None:
+    """Pulumi's runtime runs on the thread's current event loop; code that ran
+    `asyncio.run` before (the activator's tests) leaves none behind."""
+    try:
+        loop = asyncio.get_event_loop()
+        if loop.is_closed():
+            raise RuntimeError("closed")
+    except RuntimeError:
+        asyncio.set_event_loop(asyncio.new_event_loop())
+
+
 def _reset_runtime() -> None:
     settings.ROOT.set(None)
     settings.SETTINGS.outputs.clear() if hasattr(settings, "SETTINGS") else None
@@ -293,6 +306,7 @@ def run(
 
     Raises what the program raises (for instance `ConfigError`)."""
     _reset_runtime()
+    _ensure_event_loop()
     region = config.get("aws:region", "us-east-1")
     aws_mocks = mocks or AwsMocks(region=region)
     monitor = _RecordingMonitor(aws_mocks)

@@ -1,0 +1,24 @@
+"""The activator: holds requests to Ollama while the GPU worker starts, wakes a
+worker for GPU pods that cannot be scheduled, and reports activity so the
+scaler never stops a worker that is in use. Run it as `python -m activator`.
+
+Environment (a malformed value stops it at start: one line on stderr, exit 2):
+  ACTIVATOR_BACKEND        Ollama's URL, required (http://ollama.llm-inference.svc:11434)
+  ACTIVATOR_INSTANCE_IDS   comma-separated EC2 instance ids of the workers, required;
+                           the first serves the proxy; no other instance is ever started
+  ACTIVATOR_PORT           port to listen on (11434)
+  ACTIVATOR_HOST           address to listen on (0.0.0.0)
+  ACTIVATOR_HOLD_SECONDS   how long a request is held while the worker starts (300)
+  ACTIVATOR_WATCH_PODS     true/false: watch for unschedulable GPU pods (true);
+                           needs in-cluster credentials or a kubeconfig
+  ACTIVATOR_CLUSTER_IDS    Liqo cluster id of each worker, same order (none): maps a pod
+                           that selects `liqo.io/remote-cluster-id` to its worker
+  ACTIVATOR_VIRTUAL_NODES  virtual node name of each worker, same order (the cluster
+                           ids): maps a pod that selects a node by name to its worker
+  ACTIVATOR_METRIC_NAMESPACE  CloudWatch namespace of the Activity metric (HybridLLM)
+  ACTIVATOR_POLL_SECONDS   how often a hold probes GET /api/version (2)
+  ACTIVATOR_CONNECT_TIMEOUT  connect timeout to the backend, its only timeout (5)
+  ACTIVATOR_POD_COOLDOWN_SECONDS  after a pod woke a worker, other pods do not wake it
+                           again for this long (600)
+AWS settings are boto3's own (AWS_REGION, credentials, AWS_ENDPOINT_URL).
+"""

@@ -1,0 +1,109 @@
+"""Holding requests while the proxy's worker comes up.
+
+All held requests share one task: it asks the waker to start the worker (one
+start however many requests wait), then probes Ollama every `poll_seconds` until
+it answers. Each request waits on that task with its own deadline (the moment
+its hold began plus `hold_seconds`), so a request is never cut before its hold
+ends, and each new request extends the task's deadline. The answer is a
+`Verdict`: ready (replay the request) or a one-line reason for a 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Awaitable, Callable, Optional
+
+from activator.settings import Settings
+from activator.waker import Waker
+
+log = logging.getLogger("activator.hold")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    ready: bool
+    reason: str = ""
+    """One line for the 503 body when not ready."""
+    retry_after: int = 0
+
+
+class Hold:
+    def __init__(self, settings: Settings, waker: Waker, probe: Callable[[], Awaitable[bool]], *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._settings = settings
+        self._waker = waker
+        self._probe = probe
+        self._clock = clock
+        self._task: Optional[asyncio.Task[Verdict]] = None
+        self._deadline = 0.0
+        self._closing = asyncio.Event()
+        self.held = 0
+        """Requests waiting right now."""
+
+    def deadline(self) -> float:
+        """When a hold starting now must end."""
+        return self._clock() + self._settings.hold_seconds
+
+    async def wait(self, deadline: float) -> Verdict:
+        """Wait, at most until `deadline`, for the backend to be ready."""
+        if self._closing.is_set():
+            return self._shutting_down()
+        self._deadline = max(self._deadline, deadline)
+        self._waker.extend(deadline)
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run())
+        self.held += 1
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._task), max(0.0, deadline - self._clock()))
+        except asyncio.TimeoutError:
+            return self._ran_out()
+        finally:
+            self.held -= 1
+
+    def close(self) -> None:
+        """Shutting down: every held request gets its 503 now."""
+        self._closing.set()
+
+    async def _run(self) -> Verdict:
+        wake = self._waker.wake("held request")
+        try:
+            while not self._closing.is_set():
+                if await self._probe():
+                    log.info("backend ready; releasing %d held request(s)", self.held)
+                    return Verdict(True)
+                if wake.done():
+                    failure = wake.result().failure
+                    if failure is not None and not failure.retryable:
+                        return Verdict(False, failure.reason(self._waker.instance_id),
+                                       self._settings.failed_retry_after_seconds)
+                    if failure is not None and self._clock() < self._deadline and not self._waker.busy:
+                        # The waker gave up before newer demand extended its deadline.
+                        wake = self._waker.wake("held request")
+                if self._clock() >= self._deadline:
+                    return self._ran_out()
+                try:
+                    await asyncio.wait_for(self._closing.wait(), self._settings.poll_seconds)
+                except asyncio.TimeoutError:
+                    pass
+            return self._shutting_down()
+        except Exception as err:  # a bug must still give held requests an answer
+            log.exception("hold failed")
+            return Verdict(False, f"activator error while holding: {type(err).__name__}",
+                           self._settings.retry_after_seconds)
+
+    def _ran_out(self) -> Verdict:
+        waker, hold = self._waker, self._settings.hold_seconds
+        failure = waker.last_failure
+        if failure is not None:
+            reason = (f"worker {waker.instance_id} not ready after the {hold:g}s hold; "
+                      f"last AWS error {failure.code}: {failure.message}")
+        else:
+            reason = (f"worker {waker.instance_id} (last seen {waker.last_state or 'starting'}) "
+                      f"did not bring Ollama up within the {hold:g}s hold")
+        return Verdict(False, reason, self._settings.retry_after_seconds)
+
+    def _shutting_down(self) -> Verdict:
+        return Verdict(False, "activator shutting down", self._settings.retry_after_seconds)

@@ -1,0 +1,163 @@
+"""The activator's environment contract, read once at start into a frozen
+`Settings`. Every malformed variable raises `SettingsError` with one line that
+names it, so `python -m activator` can exit 2 without a traceback.
+
+Tests build `Settings` directly (or with `dataclasses.replace`) to shorten the
+hold, poll and backoff times; only the variables listed in `activator/__init__.py`
+are read from the environment.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Mapping
+from urllib.parse import urlsplit
+
+INSTANCE_ID = re.compile(r"^i-[0-9a-f]{8}(?:[0-9a-f]{9})?$")
+# Liqo cluster ids and node names are Kubernetes object names (RFC 1123 subdomain).
+K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+METRIC_NAMESPACE = re.compile(r"^[A-Za-z0-9._/#:-]{1,255}$")
+
+
+class SettingsError(ValueError):
+    """A malformed environment variable: the message is one line naming it."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    backend: str
+    """Ollama's base URL, without a trailing slash."""
+    instance_ids: tuple[str, ...]
+    """The workers the activator may start; the first serves the proxy."""
+    port: int = 11434
+    host: str = "0.0.0.0"
+    hold_seconds: float = 300.0
+    watch_pods: bool = True
+    cluster_ids: tuple[str, ...] = ()
+    """Liqo cluster id of each worker, in the order of `instance_ids` (or empty)."""
+    virtual_nodes: tuple[str, ...] = ()
+    """Virtual node name of each worker, in the same order (or empty)."""
+    metric_namespace: str = "HybridLLM"
+    metric_name: str = "Activity"
+    poll_seconds: float = 2.0
+    """How often a hold probes the backend (`GET /api/version`)."""
+    connect_timeout: float = 5.0
+    """The only timeout towards the backend: a streamed answer has no total limit."""
+    buffer_bytes: int = 32 * 1024 * 1024
+    """Request bodies up to this size are read fully and can be replayed after a
+    hold; larger ones (blob uploads) are streamed once the backend answers."""
+    pod_cooldown_seconds: float = 600.0
+    """After a pending pod woke a worker, no other pod wakes that worker for this long."""
+    activity_period: float = 60.0
+    aws_backoff_base: float = 1.0
+    aws_backoff_cap: float = 30.0
+    aws_poll_seconds: float = 5.0
+    """How often the state of a `stopping` worker is read before it is started."""
+    retry_after_seconds: int = 30
+    """`Retry-After` of a 503 when the hold ran out (the worker is still coming)."""
+    failed_retry_after_seconds: int = 300
+    """`Retry-After` of a prompt 503 (an operator must act first)."""
+    shutdown_seconds: float = 10.0
+
+    @property
+    def proxy_instance_id(self) -> str:
+        return self.instance_ids[0]
+
+
+def _list(environ: Mapping[str, str], name: str, pattern: re.Pattern[str], what: str) -> tuple[str, ...]:
+    raw = environ.get(name, "")
+    items = tuple(item.strip() for item in raw.split(",")) if raw.strip() else ()
+    for item in items:
+        if not pattern.match(item):
+            raise SettingsError(f"{name}: {item!r} is not {what}")
+    if len(set(items)) != len(items):
+        raise SettingsError(f"{name}: lists the same value twice")
+    return items
+
+
+def _number(environ: Mapping[str, str], name: str, default: float) -> float:
+    raw = environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise SettingsError(f"{name}: expected a number of seconds, got {raw!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise SettingsError(f"{name}: must be more than 0 seconds, got {raw!r}")
+    return value
+
+
+def _port(environ: Mapping[str, str]) -> int:
+    raw = environ.get("ACTIVATOR_PORT", "11434").strip()
+    if not raw.isdigit() or not 1 <= int(raw) <= 65535:
+        raise SettingsError(f"ACTIVATOR_PORT: expected a port 1-65535, got {raw!r}")
+    return int(raw)
+
+
+def _flag(environ: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = environ.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw not in ("true", "false"):
+        raise SettingsError(f"{name}: expected true or false, got {environ[name]!r}")
+    return raw == "true"
+
+
+def _backend(environ: Mapping[str, str]) -> str:
+    raw = environ.get("ACTIVATOR_BACKEND", "").strip()
+    if not raw:
+        raise SettingsError("ACTIVATOR_BACKEND: not set (Ollama's URL, e.g. http://ollama:11434)")
+    try:
+        parts = urlsplit(raw)
+        port = parts.port
+    except ValueError:
+        raise SettingsError(f"ACTIVATOR_BACKEND: not a URL: {raw!r}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or port == 0:
+        raise SettingsError(f"ACTIVATOR_BACKEND: expected http(s)://host[:port], got {raw!r}")
+    if parts.query or parts.fragment:
+        raise SettingsError(f"ACTIVATOR_BACKEND: must not carry a query or fragment, got {raw!r}")
+    return raw.rstrip("/")
+
+
+def _same_length(name: str, values: tuple[str, ...], instance_ids: tuple[str, ...]) -> None:
+    if values and len(values) != len(instance_ids):
+        raise SettingsError(f"{name}: has {len(values)} entries, ACTIVATOR_INSTANCE_IDS has "
+                            f"{len(instance_ids)} (one per worker, same order)")
+
+
+def from_env(environ: Mapping[str, str]) -> Settings:
+    backend = _backend(environ)
+    instance_ids = _list(environ, "ACTIVATOR_INSTANCE_IDS", INSTANCE_ID, "an EC2 instance id (i-...)")
+    if not instance_ids:
+        raise SettingsError("ACTIVATOR_INSTANCE_IDS: not set (comma-separated EC2 instance ids)")
+    cluster_ids = _list(environ, "ACTIVATOR_CLUSTER_IDS", K8S_NAME, "a Liqo cluster id")
+    virtual_nodes = _list(environ, "ACTIVATOR_VIRTUAL_NODES", K8S_NAME, "a node name")
+    _same_length("ACTIVATOR_CLUSTER_IDS", cluster_ids, instance_ids)
+    _same_length("ACTIVATOR_VIRTUAL_NODES", virtual_nodes, instance_ids)
+    namespace = environ.get("ACTIVATOR_METRIC_NAMESPACE", "HybridLLM").strip()
+    if not METRIC_NAMESPACE.match(namespace) or namespace.startswith("AWS/"):
+        raise SettingsError(f"ACTIVATOR_METRIC_NAMESPACE: not a custom CloudWatch namespace: "
+                            f"{environ.get('ACTIVATOR_METRIC_NAMESPACE')!r}")
+    host = environ.get("ACTIVATOR_HOST", "0.0.0.0").strip()
+    if not host or any(c.isspace() for c in host):
+        raise SettingsError(f"ACTIVATOR_HOST: expected an address to listen on, got {host!r}")
+    defaults = Settings(backend=backend, instance_ids=instance_ids)
+    return Settings(
+        backend=backend,
+        instance_ids=instance_ids,
+        port=_port(environ),
+        host=host,
+        hold_seconds=_number(environ, "ACTIVATOR_HOLD_SECONDS", defaults.hold_seconds),
+        watch_pods=_flag(environ, "ACTIVATOR_WATCH_PODS", True),
+        cluster_ids=cluster_ids,
+        virtual_nodes=virtual_nodes,
+        metric_namespace=namespace,
+        poll_seconds=_number(environ, "ACTIVATOR_POLL_SECONDS", defaults.poll_seconds),
+        connect_timeout=_number(environ, "ACTIVATOR_CONNECT_TIMEOUT", defaults.connect_timeout),
+        pod_cooldown_seconds=_number(environ, "ACTIVATOR_POD_COOLDOWN_SECONDS",
+                                     defaults.pod_cooldown_seconds),
+    )
+

@@ -1,0 +1,170 @@
+"""Stand-ins for the activator's tests: a local Ollama on 127.0.0.1, recording
+AWS clients, and moto helpers."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import socket
+import threading
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Optional
+
+from aiohttp import web
+
+from activator.settings import Settings
+
+AMI = "ami-12c6146b"  # one of moto's built-in images
+LOOPBACK = "127.0.0.1"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((LOOPBACK, 0))
+        return sock.getsockname()[1]
+
+
+def fast_settings(backend: str, instance_ids: tuple[str, ...], **overrides: Any) -> Settings:
+    """Short holds and polls so the suite runs in seconds; loopback only."""
+    base = Settings(backend=backend, instance_ids=instance_ids, host=LOOPBACK, port=0,
+                    hold_seconds=10.0, watch_pods=False, poll_seconds=0.05, connect_timeout=1.0,
+                    aws_backoff_base=0.01, aws_backoff_cap=0.04, aws_poll_seconds=0.02,
+                    activity_period=60.0, shutdown_seconds=1.0)
+    return replace(base, **overrides)
+
+
+def launch(ec2: Any, state: str = "stopped") -> str:
+    instance_id = ec2.run_instances(ImageId=AMI, MinCount=1, MaxCount=1,
+                                    InstanceType="g4dn.xlarge")["Instances"][0]["InstanceId"]
+    if state == "stopped":
+        ec2.stop_instances(InstanceIds=[instance_id])
+    return instance_id
+
+
+def state_of(ec2: Any, instance_id: str) -> str:
+    return ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]["State"]["Name"]
+
+
+class RecordingClient:
+    """Wraps a boto3 client: records each operation called, runs a hook after
+    StartInstances (in the calling thread)."""
+
+    def __init__(self, client: Any, on_start: Optional[Callable[[], None]] = None) -> None:
+        self._client = client
+        self._on_start = on_start
+        self._lock = threading.Lock()
+        self.calls: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._client, name)
+
+        def call(**kwargs: Any) -> Any:
+            with self._lock:
+                self.calls.append(name)
+            reply = method(**kwargs)
+            if name == "start_instances" and self._on_start is not None:
+                self._on_start()
+            return reply
+
+        return call
+
+    def count(self, name: str) -> int:
+        return self.calls.count(name)
+
+
+@dataclass
+class StubCloudWatch:
+    """Records PutMetricData; fails when told to."""
+    fail: bool = False
+    calls: list[dict[str, Any]] = field(default_factory=list)
+
+    def put_metric_data(self, **kwargs: Any) -> dict[str, Any]:
+        if self.fail:
+            raise RuntimeError("no route to monitoring")
+        self.calls.append(kwargs)
+        return {}
+
+
+class FakeOllama:
+    """Ollama's API on 127.0.0.1 as far as the proxy needs it.
+
+    Streams run in lockstep: after each chunk but the last, the server waits
+    (up to 5 s) for the client to `ack`, and records whether the ack came. A
+    proxy that buffered the answer would keep every ack from coming."""
+
+    def __init__(self, port: Optional[int] = None) -> None:
+        self.port = port or free_port()
+        self.url = f"http://{LOOPBACK}:{self.port}"
+        self.gateway_only = False
+        """Answer 502 everywhere, as an intermediate does while its backend is gone."""
+        self.seen: list[tuple[str, str]] = []
+        self.acks: asyncio.Queue[None] = asyncio.Queue()
+        self.acked: list[bool] = []
+        self.before_ack: Optional[Callable[[], Any]] = None
+        self._runner: Optional[web.AppRunner] = None
+
+    def ack(self) -> None:
+        self.acks.put_nowait(None)
+
+    async def start(self) -> None:
+        app = web.Application(client_max_size=1 << 30)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, LOOPBACK, self.port).start()
+
+    async def start_after(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        await self.start()
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        self.seen.append((request.method, request.raw_path))
+        if self.gateway_only:
+            return web.Response(status=502, text="bad gateway")
+        path = request.path
+        if path == "/api/version":
+            return web.json_response({"version": "0.32.0"})
+        if path == "/api/busy":
+            return web.json_response({"error": "server busy, please try again"}, status=503)
+        if path == "/api/generate":
+            payload = await request.json()
+            if not payload.get("stream", True):
+                return web.json_response({"model": payload["model"], "response": "hello", "done": True})
+            return await self._lockstep(request, "application/x-ndjson",
+                                        [json.dumps({"response": w, "done": False}) + "\n"
+                                         for w in ("a", "b", "c")] + ['{"done":true}\n'])
+        if path == "/v1/chat/completions":
+            return await self._lockstep(request, "text/event-stream",
+                                        [f"data: {json.dumps({'choices': [{'delta': {'content': w}}]})}\n\n"
+                                         for w in ("a", "b")] + ["data: [DONE]\n\n"])
+        body = await request.read()
+        return web.json_response({
+            "method": request.method, "raw_path": request.raw_path, "query": request.query_string,
+            "headers": [[k, v] for k, v in request.headers.items()],
+            "length": len(body), "sha256": hashlib.sha256(body).hexdigest(),
+        }, headers={"X-Backend": "fake-ollama", "Set-Cookie": "a=1"})
+
+    async def _lockstep(self, request: web.Request, content_type: str, chunks: list[str]) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": content_type})
+        await response.prepare(request)
+        for index, chunk in enumerate(chunks):
+            await response.write(chunk.encode())
+            if index < len(chunks) - 1:
+                try:
+                    await asyncio.wait_for(self.acks.get(), 5)
+                    self.acked.append(True)
+                except asyncio.TimeoutError:
+                    self.acked.append(False)
+        await response.write_eof()
+        return response
+
+
+def run(coro: Any, limit: float = 60) -> Any:
+    """Run one scenario; a scenario that hangs fails instead of hanging the suite."""
+    return asyncio.run(asyncio.wait_for(coro, limit))

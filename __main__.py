@@ -15,6 +15,7 @@ from components.aws.lighthouse import Lighthouse, LighthouseArgs
 from components.aws.scaler import Scaler, ScalerArgs
 from components import costs, liqo
 from components.aws.budget import CostGuard, CostGuardArgs
+from components.aws.activator_identity import ActivatorIdentity, ActivatorIdentityArgs
 from components.homelab.homelab import Homelab, HomelabArgs, WorkerPeer
 from components.homelab.nebula import HomelabNode
 
@@ -119,6 +120,9 @@ pulumi.export("scalerRuleArn", scaler.rule_arn)
 pulumi.export("scalerLogGroup", scaler.log_group_name)
 
 if cfg.homelab_kubeconfig is not None:
+    identity = ActivatorIdentity(f"{cfg.resource_prefix}-activator", ActivatorIdentityArgs(
+        instance_arns=[w.instance_arn for w in workers.values()], user_name=f"{cfg.resource_prefix}-activator"),
+        opts=on_aws)
     homelab = Homelab(f"{cfg.resource_prefix}-homelab", HomelabArgs(
         kubeconfig=cfg.homelab_kubeconfig, cluster_id=cfg.homelab_cluster_id,
         pod_cidr=cfg.homelab_pod_cidr, service_cidr=cfg.homelab_service_cidr,
@@ -128,11 +132,13 @@ if cfg.homelab_kubeconfig is not None:
         snat_script=mesh.homelab_snat_script, node_label=cfg.homelab_node_label,
         workers=[WorkerPeer(
             peer=liqo.Peer(liqo.worker_cluster_id(cfg.project, cfg.stack, name), host.overlay_ip),
-            capacity=w.capacity,
+            instance_id=w.instance_id, capacity=w.capacity,
             server_ca_pem=w.pki.server_ca_cert_pem, client_ca_cert_pem=w.pki.client_ca_cert_pem,
             client_ca_key_pem=w.pki.client_ca_key_pem)
             for host, (name, w) in zip(gpu_hosts, workers.items())],
         models=cfg.models, idle_minutes=cfg.idle_minutes, model_volume_gib=cfg.model_volume_gib,
+        region=cfg.region, activator_access_key_id=identity.access_key_id,
+        activator_secret_access_key=identity.secret_access_key,
     ))
     pulumi.export("homelab", {"ollamaUrl": homelab.ollama_url, "virtualNodes": homelab.virtual_nodes,
                               "nebulaNamespace": homelab.nebula_namespace})

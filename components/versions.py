@@ -80,3 +80,5 @@ NEBULA_IMAGE = f"docker.io/nebulaoss/nebula:{NEBULA.version.removeprefix('v')}"
 # Kubernetes' own iptables image (kube-proxy's lineage): its iptables wrapper
 # uses whichever backend (nft or legacy) the host's rules are in.
 IPTABLES_IMAGE = "registry.k8s.io/build-image/debian-iptables:bullseye-v1.5.4"
+# The activator's Python: the CPython activator/requirements.lock was frozen with.
+ACTIVATOR_PYTHON_IMAGE = "docker.io/library/python:3.11.13-slim-bookworm"

@@ -40,6 +40,7 @@ SG_INGRESS = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
 ROLE = "aws:iam/role:Role"
 ROLE_POLICY = "aws:iam/rolePolicy:RolePolicy"
 POLICY = "aws:iam/policy:Policy"
+USER_POLICY = "aws:iam/userPolicy:UserPolicy"
 SPOT_REQUEST = "aws:ec2/spotInstanceRequest:SpotInstanceRequest"
 NAT_GATEWAY = "aws:ec2/natGateway:NatGateway"
 LOG_GROUP = "aws:cloudwatch/logGroup:LogGroup"
@@ -50,6 +51,7 @@ READ_PREFIXES = ("Describe", "Get", "List")
 RESOURCE_LESS_WRITES = frozenset({"cloudwatch:putmetricdata"})
 INSTANCE_ARN = re.compile(r"^arn:aws[a-z-]*:ec2:[a-z0-9-]+:\d{12}:instance/i-[0-9a-f]{8,17}$")
 STOP_ACTION = "ec2:stopinstances"
+START_ACTION = "ec2:startinstances"
 
 _SECRET_PATTERNS = [
     ("a PEM private key", re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----")),
@@ -234,13 +236,14 @@ def _stop_scoped(resource_type: str, props: Props, name: str, config: Mapping[st
     for document in _documents(resource_type, props):
         for index, statement in enumerate(_allow_statements(document)):
             actions = [str(a).lower() for a in _list(statement.get("Action"))]
-            if not any(fnmatch.fnmatchcase(STOP_ACTION, a) for a in actions):
+            scoped = [act for act in (STOP_ACTION, START_ACTION) if any(fnmatch.fnmatchcase(act, a) for a in actions)]
+            if not scoped:
                 continue
             resources = [str(r) for r in _list(statement.get("Resource"))]
             bad = [r for r in resources if not INSTANCE_ARN.match(r)]
             if bad or not resources:
-                out.append(f"{name}: statement {statement.get('Sid') or index}: ec2:StopInstances must name "
-                           f"instance ARNs, got {', '.join(bad) or 'no Resource'}")
+                out.append(f"{name}: statement {statement.get('Sid') or index}: ec2:StopInstances and "
+                           f"ec2:StartInstances must name instance ARNs, got {', '.join(bad) or 'no Resource'}")
     return out
 
 
@@ -299,7 +302,7 @@ def _log_retention(resource_type: str, props: Props, name: str, config: Mapping[
     return []
 
 
-_IAM = frozenset({ROLE_POLICY, POLICY, ROLE})
+_IAM = frozenset({ROLE_POLICY, POLICY, ROLE, USER_POLICY})
 RULES: list[Rule] = [
     Rule("imdsv2-required", "Instances and launch templates require IMDSv2 session tokens.",
          frozenset({INSTANCE, LAUNCH_TEMPLATE}), _imdsv2),
@@ -311,7 +314,7 @@ RULES: list[Rule] = [
          frozenset({SG_INGRESS, SG, DEFAULT_SG, SG_RULE}), _open_ingress),
     Rule("iam-least-privilege", "No IAM Allow with a wildcard action, or a write action on resource '*'.",
          _IAM, _iam_least_privilege),
-    Rule("stop-scoped-to-instances", "ec2:StopInstances is allowed only on named instance ARNs.",
+    Rule("stop-scoped-to-instances", "ec2:StopInstances and ec2:StartInstances are allowed only on named instance ARNs.",
          _IAM, _stop_scoped),
     Rule("no-secrets-in-user-data", "User data carries no private key, token or AWS secret.",
          frozenset({INSTANCE, LAUNCH_TEMPLATE}), _no_secrets_in_user_data),

@@ -196,6 +196,19 @@ def _role_policy(m: AwsMocks, name: str, s: dict) -> str:
     return f"{s.get('role', 'role')}:{physical}"
 
 
+def _user_policy(m: AwsMocks, name: str, s: dict) -> str:
+    physical = s.get("name") or f"{name}-{_hex(name, 7)}"
+    s["name"] = physical
+    return f"{s.get('user', 'user')}:{physical}"
+
+
+def _access_key(m: AwsMocks, name: str, s: dict) -> str:
+    """An access key id in AWS's form and a secret of AWS's length (40)."""
+    key_id = "AKIA" + _hex(name, 16).upper()
+    s.update(secret=_hex("secret" + name, 40), status="Active", createDate="2026-11-01T00:00:00Z")
+    return key_id
+
+
 def _ssm_parameter(m: AwsMocks, name: str, s: dict) -> str:
     param = s.get("name") or f"{name}-{_hex(name, 7)}"
     s.update(name=param, version=1,
@@ -250,6 +263,9 @@ _RESOURCES: dict[str, Callable[[AwsMocks, str, dict], str]] = {
     "aws:iam/policy:Policy": _named_global("iam", "policy"),
     "aws:iam/instanceProfile:InstanceProfile": _named_global("iam", "instance-profile"),
     "aws:iam/rolePolicy:RolePolicy": _role_policy,
+    "aws:iam/user:User": _named_global("iam", "user"),
+    "aws:iam/userPolicy:UserPolicy": _user_policy,
+    "aws:iam/accessKey:AccessKey": _access_key,
     "aws:iam/rolePolicyAttachment:RolePolicyAttachment": _prefixed("rpa", "iam", "role-policy-attachment"),
     "aws:ssm/parameter:Parameter": _ssm_parameter,
     "aws:cloudwatch/logGroup:LogGroup": _regional_named("logs", "log-group"),

@@ -71,6 +71,12 @@ def checked(kubeconfig: str, dry_run: bool, reach: Callable[[str], Optional[str]
     return kubeconfig
 
 
+def resources(cpu: str, memory: str, memory_limit: str) -> k8s.core.v1.ResourceRequirementsArgs:
+    """Requests for scheduling, and a memory limit (no CPU limit: no throttling)."""
+    return k8s.core.v1.ResourceRequirementsArgs(requests={"cpu": cpu, "memory": memory},
+                                                limits={"memory": memory_limit})
+
+
 def provider(name: str, kubeconfig: pulumi.Output[str], opts: Optional[pulumi.ResourceOptions] = None) -> k8s.Provider:
     """A provider for the homelab that uses only this kubeconfig (never ~/.kube or
     $KUBECONFIG of whoever runs Pulumi)."""

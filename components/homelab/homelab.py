@@ -17,6 +17,7 @@ from components.homelab import cluster
 from components.homelab.liqo import LiqoConsumer, LiqoConsumerArgs, LiqoPeering, LiqoPeeringArgs
 from components.homelab.nebula import HomelabNebula, HomelabNebulaArgs, HomelabNode
 from components.homelab import ollama as ollama_chart
+from components.homelab.activator import Activator, ActivatorArgs
 from components.homelab.ollama import Ollama, OllamaArgs
 from components.mesh.nebula_config import OLLAMA_PORT
 
@@ -26,6 +27,7 @@ class WorkerPeer:
     """What the homelab needs of one worker to peer with it."""
 
     peer: liqo.Peer
+    instance_id: pulumi.Input[str]
     capacity: pulumi.Input[dict]
     server_ca_pem: pulumi.Input[str]
     client_ca_cert_pem: pulumi.Input[str]
@@ -46,6 +48,9 @@ class HomelabArgs:
     models: Sequence[str]
     idle_minutes: int
     model_volume_gib: int
+    region: str
+    activator_access_key_id: pulumi.Input[str]
+    activator_secret_access_key: pulumi.Input[str]     # secret
     node_label: str = "kubernetes.io/hostname"
 
 
@@ -78,6 +83,11 @@ class Homelab(pulumi.ComponentResource):
             models=args.models, idle_minutes=args.idle_minutes, model_volume_gib=args.model_volume_gib,
             worker_cluster_ids=[w.peer.cluster_id for w in args.workers],
             after=[consumer.release, *[p.resource_slice for p in peerings]]), opts=on_homelab)
+        Activator(f"{name}-activator", ActivatorArgs(
+            region=args.region, instance_ids=[w.instance_id for w in args.workers],
+            cluster_ids=[w.peer.cluster_id for w in args.workers],
+            access_key_id=args.activator_access_key_id, secret_access_key=args.activator_secret_access_key,
+            backend=ollama.backend_url, after=[ollama]), opts=on_homelab)
 
         self.ollama_url = f"http://{ollama_chart.SERVICE}.{ollama_chart.NAMESPACE}.svc.cluster.local:{OLLAMA_PORT}"
         self.virtual_nodes = [w.peer.cluster_id for w in args.workers]

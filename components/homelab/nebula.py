@@ -28,6 +28,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components import versions
+from components.homelab.cluster import resources as _resources
 from components.liqo import PRIVILEGED
 from components.mesh.nebula_config import PKI_DIR
 
@@ -151,7 +152,3 @@ def daemon_set_spec(node: str, node_label: str, config_map: pulumi.Input[str], s
         ),
     )
 
-
-def _resources(cpu: str, memory: str, memory_limit: str) -> k8s.core.v1.ResourceRequirementsArgs:
-    return k8s.core.v1.ResourceRequirementsArgs(requests={"cpu": cpu, "memory": memory},
-                                                limits={"memory": memory_limit})

@@ -11,9 +11,9 @@
 - Tolerations for `node.kubernetes.io/not-ready` and `unreachable` without
   `tolerationSeconds` (DESIGN decision 10): a stopped worker never gets its pod
   evicted and re-created Pending, which would wake it again.
-- Service `ollama` (ours, not the chart's) is what homelab clients use,
-  `ollama.llm-inference.svc.cluster.local:11434`; a request-holding proxy can
-  take that name over by changing only its selector.
+- The chart's Service is `ollama-backend`; the name homelab clients use,
+  `ollama.llm-inference.svc.cluster.local:11434`, belongs to the activator
+  (components/homelab/activator.py), which holds requests while the worker starts.
 """
 
 from __future__ import annotations
@@ -79,11 +79,12 @@ class OllamaArgs:
 
 
 class Ollama(pulumi.ComponentResource):
-    """Namespace, NamespaceOffloading, the chart's release and Service `ollama`."""
+    """Namespace, NamespaceOffloading and the chart's release."""
 
     namespace: pulumi.Output[str]
-    service_name: pulumi.Output[str]
     release_name: pulumi.Output[str]
+    backend_url: str
+    """Ollama's own Service, for the activator."""
 
     def __init__(self, name: str, args: OllamaArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("hybrid-llm:index:Ollama", name, None, opts)
@@ -107,16 +108,7 @@ class Ollama(pulumi.ComponentResource):
             # The worker is usually stopped: do not wait for the pod to be ready.
             skip_await=True,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[offloading]))
-        service = k8s.core.v1.Service(
-            f"{name}-service",
-            metadata=k8s.meta.v1.ObjectMetaArgs(name=SERVICE, namespace=namespace.metadata.name,
-                                                labels={"app.kubernetes.io/part-of": "hybrid-llm"}),
-            spec=k8s.core.v1.ServiceSpecArgs(
-                selector=POD_LABELS,
-                ports=[k8s.core.v1.ServicePortArgs(name="http", port=OLLAMA_PORT, target_port=OLLAMA_PORT)]),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[release]))
         self.namespace = namespace.metadata.name
-        self.service_name = service.metadata.name
         self.release_name = release.name
-        self.register_outputs({"namespace": self.namespace, "service_name": self.service_name,
-                               "release_name": self.release_name})
+        self.backend_url = f"http://{RELEASE}.{NAMESPACE}.svc.cluster.local:{OLLAMA_PORT}"
+        self.register_outputs({"namespace": self.namespace, "release_name": self.release_name})

@@ -230,11 +230,11 @@ def test_nebula_pods_have_net_admin_and_tun_and_nothing_more(homelab_plan):
 
 def test_no_private_key_in_a_config_map(homelab_plan):
     maps = homelab_plan.of_type("kubernetes:core/v1:ConfigMap")
-    assert maps
+    assert len(maps) >= 2
     for r in maps:
         for key, value in r.plain()["data"].items():
             assert "PRIVATE KEY" not in value, (r.name, key)
-    config = maps[0].plain()["data"]["config.yml"]
+    config = by_name(homelab_plan, "kubernetes:core/v1:ConfigMap", "nebula-config").plain()["data"]["config.yml"]
     assert config == homelab_plan.file("nebula/talos-cp-1/config.yml").content
 
 
@@ -356,10 +356,15 @@ def test_the_worker_volume_is_kept_for_ollamas_claim(homelab_plan):
 
 
 def test_homelab_clients_reach_ollama_by_the_service_name(homelab_plan):
+    """`ollama.llm-inference` names the activator (which holds requests while the
+    worker starts); the chart's own Service is `ollama-backend`, its backend."""
     service = by_name(homelab_plan, "kubernetes:core/v1:Service", ollama.SERVICE).plain()
     assert service["metadata"]["namespace"] == ollama.NAMESPACE
-    assert service["spec"]["selector"] == ollama.POD_LABELS
-    assert service["spec"]["ports"][0]["port"] == 11434
+    activator = by_name(homelab_plan, "kubernetes:core/v1:Service", "activator").plain()
+    assert service["spec"] == {"type": "ExternalName", "externalName":
+                               f"activator.{activator['metadata']['namespace']}.svc.cluster.local",
+                               "ports": [{"name": "http", "port": 11434}]}
+    assert activator["spec"]["ports"][0]["port"] == 11434
     assert homelab_plan.outputs["homelab"].value["ollamaUrl"] == "http://ollama.llm-inference.svc.cluster.local:11434"
 
 

@@ -70,7 +70,6 @@ class Homelab(pulumi.ComponentResource):
             nodes=args.nodes, ca_pem=args.nebula_ca_pem, config_yaml=args.nebula_config_yaml,
             snat_script=args.snat_script, node_label=args.node_label), opts=on_homelab)
         consumer = LiqoConsumer(f"{name}-liqo", LiqoConsumerArgs(
-            cluster_id=args.cluster_id,
             values=liqo.consumer_values(args.cluster_id, args.pod_cidr, args.service_cidr)), opts=on_homelab)
         peerings = [
             LiqoPeering(f"{name}-peer-{w.peer.cluster_id}", LiqoPeeringArgs(

@@ -16,7 +16,6 @@ from typing import Optional, Sequence
 import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_tls as tls
-import yaml
 
 from components import liqo, versions
 from components.aws.k3s_pki import kubeconfig_yaml
@@ -27,8 +26,8 @@ CLIENT_EARLY_RENEWAL_HOURS = 720
 
 @dataclass
 class LiqoConsumerArgs:
-    cluster_id: str
     values: dict
+    """The chart's values (components/liqo.py: consumer_values)."""
 
 
 class LiqoConsumer(pulumi.ComponentResource):
@@ -113,6 +112,3 @@ class LiqoPeering(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[secret, *args.after]))
         self.register_outputs({})
 
-
-def values_yaml(values: dict) -> str:
-    return yaml.safe_dump(values, sort_keys=False)

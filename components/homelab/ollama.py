@@ -30,8 +30,6 @@ from components.mesh.nebula_config import OLLAMA_PORT
 NAMESPACE = liqo.OFFLOADED_NAMESPACE
 RELEASE = liqo.MODELS_CLAIM
 SERVICE = "ollama"
-# The chart's pod labels (its selector): name `ollama`, instance = the release.
-POD_LABELS = {"app.kubernetes.io/name": "ollama", "app.kubernetes.io/instance": RELEASE}
 
 
 def keep_alive(idle_minutes: int) -> str:

@@ -131,11 +131,11 @@ if cfg.homelab_kubeconfig is not None:
         nebula_ca_pem=mesh.ca_cert_pem, nebula_config_yaml=mesh.homelab_config_yaml,
         snat_script=mesh.homelab_snat_script, node_label=cfg.homelab_node_label,
         workers=[WorkerPeer(
-            peer=liqo.Peer(liqo.worker_cluster_id(cfg.project, cfg.stack, name), host.overlay_ip),
+            peer=liqo.Peer(w.liqo_cluster_id, host.overlay_ip),
             instance_id=w.instance_id, capacity=w.capacity,
             server_ca_pem=w.pki.server_ca_cert_pem, client_ca_cert_pem=w.pki.client_ca_cert_pem,
             client_ca_key_pem=w.pki.client_ca_key_pem)
-            for host, (name, w) in zip(gpu_hosts, workers.items())],
+            for host, w in zip(gpu_hosts, workers.values())],
         models=cfg.models, idle_minutes=cfg.idle_minutes, model_volume_gib=cfg.model_volume_gib,
         region=cfg.region, activator_access_key_id=identity.access_key_id,
         activator_secret_access_key=identity.secret_access_key,

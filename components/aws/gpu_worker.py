@@ -214,6 +214,7 @@ class GpuWorker(pulumi.ComponentResource):
     """The worker's cluster CAs (the homelab's Liqo credential is signed by its client CA)."""
     capacity: pulumi.Output[dict]
     """What the homelab may ask of it through Liqo: cpu, memory, gpus."""
+    liqo_cluster_id: str
 
     def __init__(self, name: str, args: GpuWorkerArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("hybrid-llm:index:GpuWorker", name, None, opts)
@@ -246,11 +247,13 @@ class GpuWorker(pulumi.ComponentResource):
             # models stay, as does a volume replaced by a change of the pinned AZ.
             opts=pulumi.ResourceOptions(parent=self, retain_on_delete=args.protect_model_volume),
         )
-        user_data = volume.id.apply(lambda vid: self._user_data(args, vid))
+        liqo_values = liqo.provider_values(args.liqo_cluster_id, args.nebula_ip, args.pod_cidr, args.service_cidr)
+        rendered = {file_name: render_manifest(documents) for file_name, documents in
+                    manifests(args.model_volume_gib, liqo_values, args.consumer_cluster_id).items()}
+        for file_name, text in rendered.items():
+            publish(f"workers/{host}/manifests/{file_name}", text)
+        user_data = volume.id.apply(lambda vid: self._user_data(args, vid, rendered))
         publish(f"workers/{host}/boot.sh", user_data)
-        worker_manifests = manifests(args.model_volume_gib, self._liqo_values(args), args.consumer_cluster_id)
-        for file_name, documents in worker_manifests.items():
-            publish(f"workers/{host}/manifests/{file_name}", render_manifest(documents))
 
         template = aws.ec2.LaunchTemplate(
             f"{name}-lt",
@@ -316,6 +319,7 @@ class GpuWorker(pulumi.ComponentResource):
         self.kubeconfig = pki.kubeconfig
         self.launch_template_id = template.id
         self.pki = pki
+        self.liqo_cluster_id = args.liqo_cluster_id
         self.capacity = aws.ec2.get_instance_type_output(
             instance_type=args.instance_type, opts=pulumi.InvokeOutputOptions(parent=self)).apply(offered_capacity)
         self.register_outputs({
@@ -326,10 +330,6 @@ class GpuWorker(pulumi.ComponentResource):
             "kubeconfig": self.kubeconfig,
             "launch_template_id": self.launch_template_id,
         })
-
-    @staticmethod
-    def _liqo_values(args: GpuWorkerArgs) -> dict:
-        return liqo.provider_values(args.liqo_cluster_id, args.nebula_ip, args.pod_cidr, args.service_cidr)
 
     @staticmethod
     def _market_options(args: GpuWorkerArgs) -> Optional[aws.ec2.LaunchTemplateInstanceMarketOptionsArgs]:
@@ -347,8 +347,9 @@ class GpuWorker(pulumi.ComponentResource):
         )
 
     @staticmethod
-    def _user_data(args: GpuWorkerArgs, volume_id: str) -> str:
-        """The first-boot script with every unit, per-start script and manifest inside."""
+    def _user_data(args: GpuWorkerArgs, volume_id: str, rendered_manifests: dict[str, str]) -> str:
+        """The first-boot script with every unit, per-start script and manifest inside
+        (`rendered_manifests`: k3s manifest text by file name)."""
         nebula, k3s = versions.NEBULA, versions.K3S
         sbin, units = "/usr/local/sbin", "/etc/systemd/system"
         tls_files = " ".join(f"{path}:{mode}" for path, mode in k3s_pki.tls_files())
@@ -374,9 +375,7 @@ class GpuWorker(pulumi.ComponentResource):
             BootFile(f"{units}/hybrid-llm-activity.timer", "0644",
                      hostboot.render("units/hybrid-llm-activity.timer", {})),
         ] + [
-            BootFile(f"{MANIFESTS_DIR}/{file_name}", "0644", render_manifest(documents))
-            for file_name, documents in manifests(args.model_volume_gib, GpuWorker._liqo_values(args),
-                                                  args.consumer_cluster_id).items()
+            BootFile(f"{MANIFESTS_DIR}/{file_name}", "0644", text) for file_name, text in rendered_manifests.items()
         ]
         return hostboot.render("worker-boot.sh", {
             "host": args.host,

@@ -66,6 +66,7 @@ class Homelab(pulumi.ComponentResource):
         provider = cluster.provider(f"{name}-k8s", args.kubeconfig, opts=pulumi.ResourceOptions(parent=self))
         on_homelab = pulumi.ResourceOptions(parent=self, providers={"kubernetes": provider})
 
+        cluster_ids = [w.peer.cluster_id for w in args.workers]
         nebula = HomelabNebula(f"{name}-nebula", HomelabNebulaArgs(
             nodes=args.nodes, ca_pem=args.nebula_ca_pem, config_yaml=args.nebula_config_yaml,
             snat_script=args.snat_script, node_label=args.node_label), opts=on_homelab)
@@ -80,16 +81,16 @@ class Homelab(pulumi.ComponentResource):
         ]
         ollama = Ollama(f"{name}-ollama", OllamaArgs(
             models=args.models, idle_minutes=args.idle_minutes, model_volume_gib=args.model_volume_gib,
-            worker_cluster_ids=[w.peer.cluster_id for w in args.workers],
+            worker_cluster_ids=cluster_ids,
             after=[consumer.release, *[p.resource_slice for p in peerings]]), opts=on_homelab)
         Activator(f"{name}-activator", ActivatorArgs(
             region=args.region, instance_ids=[w.instance_id for w in args.workers],
-            cluster_ids=[w.peer.cluster_id for w in args.workers],
+            cluster_ids=cluster_ids,
             access_key_id=args.activator_access_key_id, secret_access_key=args.activator_secret_access_key,
             backend=ollama.backend_url, after=[ollama]), opts=on_homelab)
 
         self.ollama_url = f"http://{ollama_chart.SERVICE}.{ollama_chart.NAMESPACE}.svc.cluster.local:{OLLAMA_PORT}"
-        self.virtual_nodes = [w.peer.cluster_id for w in args.workers]
+        self.virtual_nodes = cluster_ids
         self.nebula_namespace = nebula.namespace
         self.register_outputs({"nebula_namespace": self.nebula_namespace})
 

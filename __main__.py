@@ -136,7 +136,7 @@ if cfg.homelab_kubeconfig is not None:
             server_ca_pem=w.pki.server_ca_cert_pem, client_ca_cert_pem=w.pki.client_ca_cert_pem,
             client_ca_key_pem=w.pki.client_ca_key_pem)
             for host, w in zip(gpu_hosts, workers.values())],
-        models=cfg.models, idle_minutes=cfg.idle_minutes, model_volume_gib=cfg.model_volume_gib,
+        models=cfg.models, model_volume_gib=cfg.model_volume_gib,
         region=cfg.region, activator_access_key_id=identity.access_key_id,
         activator_secret_access_key=identity.secret_access_key,
     ))

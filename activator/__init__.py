@@ -1,5 +1,6 @@
-"""The activator: holds requests to Ollama while the GPU worker starts, wakes a
-worker for GPU pods that cannot be scheduled, and reports activity so the
+"""The activator: answers reads of state while the GPU worker sleeps, holds GPU
+requests to Ollama while the worker starts, wakes a worker for GPU pods that
+cannot be scheduled or on `POST /hybrid-llm/wake`, and reports work so the
 scaler never stops a worker that is in use. Run it as `python -m activator`.
 
 Environment (a malformed value stops it at start: one line on stderr, exit 2):
@@ -9,6 +10,14 @@ Environment (a malformed value stops it at start: one line on stderr, exit 2):
   ACTIVATOR_PORT           port to listen on (11434)
   ACTIVATOR_HOST           address to listen on (0.0.0.0)
   ACTIVATOR_HOLD_SECONDS   how long a request is held while the worker starts (300)
+  ACTIVATOR_MAX_HELD       requests held at once; past it 503 at once (256)
+  ACTIVATOR_FIRST_BYTE_SECONDS   how long a GPU request may wait for Ollama's first
+                           byte (600): a model load plus a whole non-streamed answer
+  ACTIVATOR_STREAM_IDLE_SECONDS  how long a started answer may send nothing (120)
+  ACTIVATOR_MODELS         comma-separated models the stack pulls (none): the model
+                           lists answered while the worker sleeps
+  ACTIVATOR_OLLAMA_VERSION what /api/version answers while the worker sleeps, before
+                           Ollama's own answer was seen (0.0.0)
   ACTIVATOR_WATCH_PODS     true/false: watch for unschedulable GPU pods (true);
                            needs in-cluster credentials or a kubeconfig
   ACTIVATOR_CLUSTER_IDS    Liqo cluster id of each worker, same order (none): maps a pod

@@ -6,6 +6,11 @@ it answers. Each request waits on that task with its own deadline (the moment
 its hold began plus `hold_seconds`), so a request is never cut before its hold
 ends, and each new request extends the task's deadline. The answer is a
 `Verdict`: ready (replay the request) or a one-line reason for a 503.
+
+At most `max_held` requests wait at once; one more gets its 503 at once. A held
+request is not work (activity.py): it never keeps a running worker alive, so a
+worker whose Ollama never answers is still stopped by the scaler. A client that
+hangs up leaves the hold at once (the server cancels its handler).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import time
 from dataclasses import dataclass
 from typing import Awaitable, Callable, Optional
 
+from activator.metrics import Metrics
 from activator.settings import Settings
 from activator.waker import Waker
 
@@ -32,11 +38,12 @@ class Verdict:
 
 class Hold:
     def __init__(self, settings: Settings, waker: Waker, probe: Callable[[], Awaitable[bool]], *,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, metrics: Optional[Metrics] = None) -> None:
         self._settings = settings
         self._waker = waker
         self._probe = probe
         self._clock = clock
+        self._metrics = metrics
         self._task: Optional[asyncio.Task[Verdict]] = None
         self._deadline = 0.0
         self._closing = asyncio.Event()
@@ -51,17 +58,27 @@ class Hold:
         """Wait, at most until `deadline`, for the backend to be ready."""
         if self._closing.is_set():
             return self._shutting_down()
+        if self.held >= self._settings.max_held:
+            return Verdict(False, f"{self.held} requests are held already (ACTIVATOR_MAX_HELD="
+                                  f"{self._settings.max_held}); try again shortly",
+                           self._settings.retry_after_seconds)
         self._deadline = max(self._deadline, deadline)
         self._waker.extend(deadline)
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run())
         self.held += 1
+        began = self._clock()
+        verdict: Optional[Verdict] = None
         try:
-            return await asyncio.wait_for(asyncio.shield(self._task), max(0.0, deadline - self._clock()))
+            verdict = await asyncio.wait_for(asyncio.shield(self._task), max(0.0, deadline - self._clock()))
         except asyncio.TimeoutError:
-            return self._ran_out()
+            verdict = self._ran_out()
         finally:
             self.held -= 1
+            if self._metrics is not None:
+                outcome = "left" if verdict is None else "released" if verdict.ready else "unavailable"
+                self._metrics.hold_seconds.labels(outcome).observe(self._clock() - began)
+        return verdict
 
     def close(self) -> None:
         """Shutting down: every held request gets its 503 now."""

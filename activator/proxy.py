@@ -1,32 +1,49 @@
-"""The HTTP side: `GET /healthz`, and everything else proxied to Ollama.
+"""Ollama's API through the activator: reads answered without waking the GPU,
+work held while the worker starts, answers passed through as they arrive.
 
-A request is read fully first (Ollama's bodies are small JSON) so it can be
-replayed after a hold; a body larger than `buffer_bytes` (a blob upload) is
-streamed instead, once the backend answers. When the backend does not answer
-(refused, timed out, reset, or a 502/503/504 from something in between while
-`/api/version` does not answer either) the request is held (see `hold.py`) and
-replayed when Ollama is up. Answers pass through chunk by chunk as they arrive
-(NDJSON and SSE streams included); the only timeout towards the backend is the
-connect timeout, because a generation may run for many minutes.
+Reads (reads.py) go to Ollama while it is awake and are answered by the
+activator while it sleeps; they never wake a worker and are never work.
+
+Everything else is work. A request is read fully first (Ollama's bodies are
+small JSON) so it can be replayed after a hold; a body larger than
+`buffer_bytes` (a blob upload) is streamed instead, once Ollama answers. Work is
+held (hold.py) and replayed only if it never reached Ollama: a request with a
+body is sent with `Expect: 100-continue`, and Ollama (Go's net/http) asks for
+the body only when its handler reads it, so a failure before the body went out
+(refused, connect timeout, a stale pooled connection) is safe to replay, and
+one after it is answered 502 and never sent again. `on_request_chunk_sent`,
+aiohttp's tracing hook for body bytes written, is what tells the two apart. A
+502/503/504 while `/api/version` does not answer either is a gateway answering
+for an Ollama that is down: held and replayed too.
+
+Limits: Ollama's first byte may take `first_byte_seconds` (a model load plus a
+whole `stream: false` generation), after which an answer that sends nothing for
+`stream_idle_seconds` is ended; either way it stops counting as work. A client
+that hangs up ends its request at once (the server cancels the handler, which
+closes the request to Ollama).
 
 Headers pass through minus the hop-by-hop ones; `Host` becomes the backend's
 (as nginx's default `proxy_pass` does) and `X-Forwarded-For/-Proto/-Host` are
-added. A request that arrives while the backend answers costs no AWS call.
+added. A request that arrives while Ollama answers costs no AWS call.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import AsyncIterator, Optional
+from types import SimpleNamespace
+from typing import Any, AsyncIterator, Optional, Union
 
 import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
+from activator import reads
 from activator.activity import Activity
+from activator.awake import Awake
 from activator.hold import Hold, Verdict
+from activator.metrics import Metrics
 from activator.settings import Settings
 
 log = logging.getLogger("activator.proxy")
@@ -38,14 +55,30 @@ HOP_BY_HOP = frozenset({
 GATEWAY_STATUSES = frozenset({502, 503, 504})
 BACKEND_DOWN = (aiohttp.ClientConnectionError, asyncio.TimeoutError)
 AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
+QUICK_RETRIES = 2
+"""Attempts replayed at once when Ollama still answers a probe after a failure
+that never reached it (a stale connection), before the request is held."""
+
+
+async def _on_chunk_sent(session: aiohttp.ClientSession, context: SimpleNamespace, params: Any) -> None:
+    context.trace_request_ctx.reached()
+
+
+async def _on_headers_sent(session: aiohttp.ClientSession, context: SimpleNamespace, params: Any) -> None:
+    if context.trace_request_ctx.bodiless:
+        context.trace_request_ctx.reached()
 
 
 def backend_session(settings: Settings) -> aiohttp.ClientSession:
-    """No total or read timeout (streams last minutes), no pool limit (held
-    requests replay together), no decompression (bytes pass through unchanged)."""
+    """No total or read timeout here (the proxy bounds each wait itself), no pool
+    limit (held requests replay together), no decompression (bytes pass through
+    unchanged), and the tracing that says whether a request reached Ollama."""
     timeout = aiohttp.ClientTimeout(total=None, connect=settings.connect_timeout,
                                     sock_connect=settings.connect_timeout, sock_read=None)
-    return aiohttp.ClientSession(timeout=timeout, auto_decompress=False,
+    tracing = aiohttp.TraceConfig()
+    tracing.on_request_chunk_sent.append(_on_chunk_sent)
+    tracing.on_request_headers_sent.append(_on_headers_sent)
+    return aiohttp.ClientSession(timeout=timeout, auto_decompress=False, trace_configs=[tracing],
                                  connector=aiohttp.TCPConnector(limit=0))
 
 
@@ -53,11 +86,33 @@ async def probe(session: aiohttp.ClientSession, settings: Settings) -> bool:
     """Whether Ollama answers `GET /api/version` now."""
     limit = aiohttp.ClientTimeout(total=settings.connect_timeout + settings.poll_seconds)
     try:
-        async with session.get(settings.backend + "/api/version", timeout=limit) as reply:
+        async with session.get(settings.backend + "/api/version", timeout=limit,
+                               trace_request_ctx=Sending(None, bodiless=True)) as reply:
             await reply.read()
             return reply.status == 200
     except (aiohttp.ClientError, asyncio.TimeoutError):
         return False
+
+
+class Sending:
+    """One attempt's tracing context: whether Ollama got the request, and the
+    work count that starts the moment it did."""
+
+    def __init__(self, activity: Optional[Activity], bodiless: bool) -> None:
+        self._activity = activity
+        self.bodiless = bodiless
+        self.sent = False
+
+    def reached(self) -> None:
+        if not self.sent:
+            self.sent = True
+            if self._activity is not None:
+                self._activity.begin()
+
+    def done(self) -> None:
+        if self.sent and self._activity is not None:
+            self._activity.end()
+            self._activity = None
 
 
 def _dropped(headers: CIMultiDictProxy[str]) -> set[str]:
@@ -106,95 +161,216 @@ def unavailable(verdict: Verdict) -> web.Response:
                         headers={"Retry-After": str(verdict.retry_after)})
 
 
+def _copy_headers(upstream: aiohttp.ClientResponse, response: web.StreamResponse) -> None:
+    dropped = _dropped(upstream.headers)
+    for name, value in upstream.headers.items():
+        if name.lower() not in dropped:
+            response.headers.add(name, value)
+
+
 class Proxy:
     def __init__(self, settings: Settings, session: aiohttp.ClientSession, hold: Hold,
-                 activity: Activity) -> None:
+                 activity: Activity, awake: Awake, metrics: Metrics) -> None:
         self._settings = settings
         self._session = session
         self._hold = hold
         self._activity = activity
+        self._awake = awake
+        self._metrics = metrics
+        self._cache = reads.ReadCache(settings.cache_entries, settings.cache_body_bytes)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        if request.method == "GET" and request.path == "/healthz":
-            return web.Response(text="ok\n")
         loop = asyncio.get_running_loop()
         began = loop.time()
-        self._activity.begin()
         response: Optional[web.StreamResponse] = None
         try:
-            response = await self._proxy(request)
+            body, whole = await read_body(request, self._settings.buffer_bytes)
+            if reads.is_read(request.method, request.path) and whole:
+                response = await self._read(request, body)
+            elif whole:
+                response = await self._work(request, body)
+            else:
+                response = await self._work_streamed(request, body)
             return response
         finally:
-            self._activity.end()
             status = response.status if response is not None else 0
             log.info("%s %s -> %d in %.3fs", request.method, request.path, status, loop.time() - began)
 
     def _target(self, request: web.Request) -> URL:
         return URL(self._settings.backend + request.raw_path, encoded=True)
 
-    async def _send(self, request: web.Request, data: object) -> aiohttp.ClientResponse:
+    async def _send(self, request: web.Request, data: object, sending: Sending,
+                    headers: Optional[CIMultiDict[str]] = None) -> aiohttp.ClientResponse:
         skip = [name for name in AUTO_HEADERS if name not in request.headers]
         return await self._session.request(
-            request.method, self._target(request), headers=request_headers(request),
-            data=data, allow_redirects=False, skip_auto_headers=skip)
+            request.method, self._target(request), headers=headers or request_headers(request),
+            data=data, allow_redirects=False, skip_auto_headers=skip,
+            expect100=not sending.bodiless, trace_request_ctx=sending)
 
-    async def _proxy(self, request: web.Request) -> web.StreamResponse:
-        body, whole = await read_body(request, self._settings.buffer_bytes)
-        if not whole:
-            return await self._proxy_stream(request, body)
+    # Reads -----------------------------------------------------------------
+
+    async def _read(self, request: web.Request, body: bytes) -> web.StreamResponse:
+        key = reads.cache_key(request.method, request.path, request.query_string, body)
+        if self._awake.awake:
+            answer = await self._read_from_ollama(request, body, key)
+            if answer is not None:
+                return answer
+        return self._answer_asleep(request, key)
+
+    async def _read_from_ollama(self, request: web.Request, body: bytes,
+                                key: Optional[tuple[str, ...]]) -> Optional[web.StreamResponse]:
+        headers = request_headers(request)
+        headers["Accept-Encoding"] = "identity"
+        sending = Sending(None, bodiless=True)
+        try:
+            async with asyncio.timeout(self._settings.read_timeout):
+                upstream = await self._send(request, body or None, sending, headers)
+                if upstream.status in GATEWAY_STATUSES and not await self._awake.check():
+                    upstream.release()
+                    return None
+                self._awake.answered()
+                kept = await upstream.content.read(self._cache.body_bytes + 1)
+        except BACKEND_DOWN:
+            await self._awake.check()
+            return None
+        response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+        _copy_headers(upstream, response)
+        if len(kept) <= self._cache.body_bytes and "Content-Encoding" not in upstream.headers:
+            self._cache.put(key, reads.Answer(upstream.status, kept,
+                                              upstream.headers.get("Content-Type", reads.JSON)))
+        return await self._relay(request, upstream, response, prefix=kept, timed=False)
+
+    def _answer_asleep(self, request: web.Request, key: Optional[tuple[str, ...]]) -> web.Response:
+        answer = self._cache.get(key)
+        source = "cache"
+        headers: dict[str, str] = {}
+        if answer is None:
+            answer, source = reads.known(request.method, request.path, self._settings), "known"
+        if answer is None:
+            (answer, headers), source = reads.unknown(request.path, self._settings.retry_after_seconds), "none"
+        self._metrics.answered_while_asleep.labels(source).inc()
+        headers["X-Hybrid-LLM-Answer"] = f"activator ({source}; worker asleep)"
+        return web.Response(status=answer.status, headers={**headers, "Content-Type": answer.content_type},
+                            body=None if request.method == "HEAD" else answer.body)
+
+    # Work ------------------------------------------------------------------
+
+    async def _work(self, request: web.Request, body: bytes) -> web.StreamResponse:
         deadline: Optional[float] = None
-        replays = 0
+        quick = 0
+        released = False
         while True:
-            try:
-                upstream = await self._send(request, body or None)
-            except BACKEND_DOWN as err:
-                failure = f"{type(err).__name__}: {err}"
+            if self._awake.awake or quick == 0 and deadline is None and not self._hold_needed():
+                outcome = await self._attempt(request, body)
+                if not isinstance(outcome, str):
+                    return outcome
+                failure = outcome
+                if quick < QUICK_RETRIES and await self._awake.check():
+                    quick += 1
+                    continue
             else:
-                if upstream.status not in GATEWAY_STATUSES or await self._up():
-                    return await self._relay(request, upstream)
-                failure = f"the backend's path answered {upstream.status}"
-                upstream.release()
+                failure = "Ollama is asleep"
             if deadline is None:
                 deadline = self._hold.deadline()
                 log.info("holding %s %s: %s", request.method, request.path, " ".join(failure.split()))
-            elif replays:
-                # Ready, yet this request failed again: never spin faster than the poll.
+            elif released:
+                # Released, yet this request failed again: never spin faster than the poll.
                 await asyncio.sleep(self._settings.poll_seconds)
             verdict = await self._hold.wait(deadline)
             if not verdict.ready:
                 return unavailable(verdict)
-            replays += 1
+            released, quick = True, 0
 
-    async def _proxy_stream(self, request: web.Request, prefix: bytes) -> web.StreamResponse:
+    def _hold_needed(self) -> bool:
+        """Ollama is known to be asleep: go straight to the hold, no attempt first."""
+        return not self._awake.awake
+
+    async def _attempt(self, request: web.Request, body: bytes) -> Union[web.StreamResponse, str]:
+        """One try: Ollama's answer relayed, or why it never reached Ollama."""
+        sending = Sending(self._activity, bodiless=not body)
+        try:
+            try:
+                upstream = await asyncio.wait_for(self._send(request, body or None, sending),
+                                                  self._settings.first_byte_seconds)
+            except BACKEND_DOWN as err:
+                if not sending.sent:
+                    return f"{type(err).__name__}: {err}"
+                return self._broken_after_sending(request, err)
+            if upstream.status in GATEWAY_STATUSES and not await self._awake.check():
+                # Something in front of Ollama answered for it while Ollama is down.
+                upstream.release()
+                return f"the backend's path answered {upstream.status}"
+            self._awake.answered()
+            response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+            _copy_headers(upstream, response)
+            return await self._relay(request, upstream, response)
+        finally:
+            sending.done()
+
+    def _broken_after_sending(self, request: web.Request, err: BaseException) -> web.Response:
+        if isinstance(err, asyncio.TimeoutError) and not isinstance(err, aiohttp.ClientConnectionError):
+            self._metrics.streams_ended.labels("first_byte").inc()
+            log.warning("%s %s: Ollama sent nothing for %gs; ended (ACTIVATOR_FIRST_BYTE_SECONDS)",
+                        request.method, request.path, self._settings.first_byte_seconds)
+            return web.Response(status=504, text=f"Ollama sent nothing for {self._settings.first_byte_seconds:g}s; "
+                                                 f"the request was ended and is not sent again\n")
+        log.warning("%s %s: the connection to Ollama broke after it received the request (%s); "
+                    "not sent again", request.method, request.path, type(err).__name__)
+        return web.Response(status=502, text=f"Ollama received the request, then the connection broke "
+                                             f"({type(err).__name__}); it is not sent again\n")
+
+    async def _work_streamed(self, request: web.Request, prefix: bytes) -> web.StreamResponse:
         """A body too large to keep cannot be replayed: hold before sending it, send once."""
-        if not await self._up():
+        if not await self._awake.check():
             verdict = await self._hold.wait(self._hold.deadline())
             if not verdict.ready:
                 return unavailable(verdict)
+        sending = Sending(self._activity, bodiless=False)
         try:
-            upstream = await self._send(request, _rest_of(prefix, request.content))
-        except BACKEND_DOWN as err:
-            return web.Response(status=502, text=f"backend failed during a streamed upload: "
-                                                 f"{type(err).__name__}\n")
-        return await self._relay(request, upstream)
+            try:
+                upstream = await self._send(request, _rest_of(prefix, request.content), sending)
+            except BACKEND_DOWN as err:
+                return web.Response(status=502, text=f"backend failed during a streamed upload: "
+                                                     f"{type(err).__name__}\n")
+            response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+            _copy_headers(upstream, response)
+            return await self._relay(request, upstream, response)
+        finally:
+            sending.done()
 
-    async def _up(self) -> bool:
-        return await probe(self._session, self._settings)
-
-    async def _relay(self, request: web.Request, upstream: aiohttp.ClientResponse) -> web.StreamResponse:
-        """Pass the answer through as it arrives; drop the backend if the client leaves."""
-        response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-        dropped = _dropped(upstream.headers)
-        for name, value in upstream.headers.items():
-            if name.lower() not in dropped:
-                response.headers.add(name, value)
+    async def _relay(self, request: web.Request, upstream: aiohttp.ClientResponse,
+                     response: web.StreamResponse, prefix: bytes = b"", timed: bool = True) -> web.StreamResponse:
+        """Pass the answer through as it arrives. With `timed`, the first body
+        byte may take what is left of `first_byte_seconds` and each later one
+        `stream_idle_seconds`; an answer silent for longer is ended."""
+        s = self._settings
+        loop = asyncio.get_running_loop()
+        first_byte_by = loop.time() + s.first_byte_seconds
+        begun = bool(prefix)
         done = False
         try:
             await response.prepare(request)
-            async for chunk in upstream.content.iter_any():
+            if prefix:
+                await response.write(prefix)
+            while True:
+                limit = None if not timed else s.stream_idle_seconds if begun else first_byte_by - loop.time()
+                try:
+                    chunk = await asyncio.wait_for(upstream.content.readany(), limit)
+                except asyncio.TimeoutError:
+                    phase = "idle" if begun else "first_byte"
+                    self._metrics.streams_ended.labels(phase).inc()
+                    log.warning("%s %s: Ollama's answer went silent (%s); ended, closing the client connection",
+                                request.method, request.path, "ACTIVATOR_STREAM_IDLE_SECONDS" if begun
+                                else "ACTIVATOR_FIRST_BYTE_SECONDS")
+                    if request.transport is not None:
+                        request.transport.close()
+                    break
+                if not chunk:
+                    await response.write_eof()
+                    done = True
+                    break
+                begun = True
                 await response.write(chunk)
-            await response.write_eof()
-            done = True
         except ConnectionResetError:
             log.info("%s %s: client left mid-answer; backend request closed", request.method, request.path)
         except (aiohttp.ClientError, asyncio.TimeoutError) as err:
@@ -210,7 +386,8 @@ class Proxy:
         return response
 
 
-def build_app(proxy: Proxy) -> web.Application:
+def build_app(proxy: Proxy, own_routes: web.RouteTableDef) -> web.Application:
     app = web.Application()
+    app.add_routes(own_routes)
     app.router.add_route("*", "/{tail:.*}", proxy.handle)
     return app

@@ -19,6 +19,9 @@ INSTANCE_ID = re.compile(r"^i-[0-9a-f]{8}(?:[0-9a-f]{9})?$")
 # Liqo cluster ids and node names are Kubernetes object names (RFC 1123 subdomain).
 K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 METRIC_NAMESPACE = re.compile(r"^[A-Za-z0-9._/#:-]{1,255}$")
+# Ollama model references: [host/][namespace/]name[:tag], as `ollama pull` takes them.
+MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}(?::[A-Za-z0-9][A-Za-z0-9._-]{0,127})?$")
+VERSION = re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+(?:[-+][0-9A-Za-z.-]+)?$")
 
 
 class SettingsError(ValueError):
@@ -50,7 +53,6 @@ class Settings:
     hold; larger ones (blob uploads) are streamed once the backend answers."""
     pod_cooldown_seconds: float = 600.0
     """After a pending pod woke a worker, no other pod wakes that worker for this long."""
-    activity_period: float = 60.0
     aws_backoff_base: float = 1.0
     aws_backoff_cap: float = 30.0
     aws_poll_seconds: float = 5.0
@@ -60,6 +62,28 @@ class Settings:
     failed_retry_after_seconds: int = 300
     """`Retry-After` of a prompt 503 (an operator must act first)."""
     shutdown_seconds: float = 10.0
+    models: tuple[str, ...] = ()
+    """The models the stack pulls (config `models`): what a read of the model
+    lists is answered with while the worker sleeps and no answer was seen yet."""
+    ollama_version: str = "0.0.0"
+    """What `GET /api/version` answers while the worker sleeps and no answer was seen yet."""
+    max_held: int = 256
+    """Requests held at once; past it, 503 at once. Half of Ollama's own queue
+    (OLLAMA_MAX_QUEUE, 512), so two replicas releasing together still fit it."""
+    first_byte_seconds: float = 600.0
+    """How long a GPU request may wait for Ollama's first byte: a model load from
+    the volume plus a whole `stream: false` generation, which sends nothing until done."""
+    stream_idle_seconds: float = 120.0
+    """How long a started answer may send nothing before it is ended."""
+    liveness_seconds: float = 15.0
+    """How often the activator probes `GET /api/version` on its own, so it knows
+    whether Ollama answers without an AWS call or a client's request."""
+    read_timeout: float = 30.0
+    """Total time a read (see reads.py) may take at Ollama before the activator
+    answers it itself."""
+    cache_entries: int = 256
+    cache_body_bytes: int = 4 * 1024 * 1024
+    """Reads' answers kept: how many, and the largest body kept."""
 
     @property
     def proxy_instance_id(self) -> str:
@@ -90,9 +114,19 @@ def _number(environ: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+def _whole(environ: Mapping[str, str], name: str, default: int) -> int:
+    raw = environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    text = raw.strip()
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+        raise SettingsError(f"{name}: expected a whole number of at least 1, got {raw!r}")
+    return int(text)
+
+
 def _port(environ: Mapping[str, str]) -> int:
     raw = environ.get("ACTIVATOR_PORT", "11434").strip()
-    if not raw.isdigit() or not 1 <= int(raw) <= 65535:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= 65535:
         raise SettingsError(f"ACTIVATOR_PORT: expected a port 1-65535, got {raw!r}")
     return int(raw)
 
@@ -119,6 +153,9 @@ def _backend(environ: Mapping[str, str]) -> str:
         raise SettingsError(f"ACTIVATOR_BACKEND: expected http(s)://host[:port], got {raw!r}")
     if parts.query or parts.fragment:
         raise SettingsError(f"ACTIVATOR_BACKEND: must not carry a query or fragment, got {raw!r}")
+    if parts.path.strip("/"):
+        raise SettingsError(f"ACTIVATOR_BACKEND: must be Ollama's root URL without a path "
+                            f"(requests keep their own /api/... path), got {raw!r}")
     return raw.rstrip("/")
 
 
@@ -144,6 +181,10 @@ def from_env(environ: Mapping[str, str]) -> Settings:
     host = environ.get("ACTIVATOR_HOST", "0.0.0.0").strip()
     if not host or any(c.isspace() for c in host):
         raise SettingsError(f"ACTIVATOR_HOST: expected an address to listen on, got {host!r}")
+    models = _list(environ, "ACTIVATOR_MODELS", MODEL_NAME, "an Ollama model name")
+    version = environ.get("ACTIVATOR_OLLAMA_VERSION", "").strip()
+    if version and not VERSION.match(version):
+        raise SettingsError(f"ACTIVATOR_OLLAMA_VERSION: expected a version like 0.32.15, got {version!r}")
     defaults = Settings(backend=backend, instance_ids=instance_ids)
     return Settings(
         backend=backend,
@@ -159,5 +200,10 @@ def from_env(environ: Mapping[str, str]) -> Settings:
         connect_timeout=_number(environ, "ACTIVATOR_CONNECT_TIMEOUT", defaults.connect_timeout),
         pod_cooldown_seconds=_number(environ, "ACTIVATOR_POD_COOLDOWN_SECONDS",
                                      defaults.pod_cooldown_seconds),
+        models=models,
+        ollama_version=version or defaults.ollama_version,
+        max_held=_whole(environ, "ACTIVATOR_MAX_HELD", defaults.max_held),
+        first_byte_seconds=_number(environ, "ACTIVATOR_FIRST_BYTE_SECONDS", defaults.first_byte_seconds),
+        stream_idle_seconds=_number(environ, "ACTIVATOR_STREAM_IDLE_SECONDS", defaults.stream_idle_seconds),
     )
 

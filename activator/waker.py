@@ -28,6 +28,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
+from activator.metrics import Metrics
 from activator.settings import Settings
 
 log = logging.getLogger("activator.waker")
@@ -112,7 +113,9 @@ class Waker:
 
     def __init__(self, ec2: Any, instance_id: str, settings: Settings, *,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 metrics: Optional[Metrics] = None,
+                 on_started: Optional[Callable[[str], None]] = None) -> None:
         if instance_id not in settings.instance_ids:
             raise ValueError(f"{instance_id} is not in ACTIVATOR_INSTANCE_IDS")
         self.instance_id = instance_id
@@ -120,6 +123,9 @@ class Waker:
         self._settings = settings
         self._sleep = sleep
         self._clock = clock
+        self._metrics = metrics
+        self._on_started = on_started
+        """Told the instance id of each worker this waker started."""
         self._task: Optional[asyncio.Task[WakeResult]] = None
         self._deadline = 0.0
         self.last_state: Optional[str] = None
@@ -163,6 +169,7 @@ class Waker:
                 if state in ("pending", "running"):
                     log.info("worker %s is %s (%s): no start needed", self.instance_id, state, why)
                     self.last_failure = None
+                    self._count("running")
                     return WakeResult(state)
                 if state == "stopped":
                     reply = await self._call("start_instances")
@@ -170,6 +177,9 @@ class Waker:
                     self.last_state = now
                     self.last_failure = None
                     log.info("worker %s started (%s): %s -> %s", self.instance_id, why, state, now)
+                    self._count("started")
+                    if self._on_started is not None:
+                        self._on_started(self.instance_id)
                     return WakeResult(now, started=True)
                 if state in ("shutting-down", "terminated"):
                     failure = StartFailure("InstanceTerminated", f"the instance is {state}", False)
@@ -193,11 +203,16 @@ class Waker:
                             self.instance_id, failure.code, failure.message, attempt, delay)
                 await self._sleep(delay)
 
+    def _count(self, result: str) -> None:
+        if self._metrics is not None:
+            self._metrics.worker_starts.labels(result).inc()
+
     def _give_up(self, failure: StartFailure) -> WakeResult:
         self.last_failure = failure
         kind = "gave up after retries" if failure.retryable else "not retryable"
         log.error("worker %s: AWS %s (%s): %s; %s", self.instance_id, failure.code, kind,
                   failure.message, failure.advice)
+        self._count("failed")
         return WakeResult(self.last_state or "unknown", failure=failure)
 
 

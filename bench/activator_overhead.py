@@ -9,7 +9,11 @@ process), and this load generator. Measured:
   backend vs through the activator (ratio and absolute ms);
 - throughput: a fixed number of requests at fixed concurrency, direct vs proxied;
 - memory per held request: the activator's RSS with N requests held (backend
-  down, worker reported running so nothing is started) minus its RSS before, / N.
+  down, worker reported running so nothing is started; the cap raised to N)
+  minus its RSS before, / N.
+Every POST /api/chat is GPU work: sent with `Expect: 100-continue` (one more
+round trip, so the proxy can tell whether Ollama read the body) and counted in
+flight, as deployed.
 The activator logs at INFO as in production (one line per request), to /dev/null.
 The machine's core count bounds the throughput figure: with fewer cores than
 processes the proxy competes with the client and the backend for CPU.
@@ -96,7 +100,7 @@ def run_activator(port: int, backend: str, held: Any) -> None:
 
     async def main() -> None:
         settings = Settings(backend=backend, instance_ids=(INSTANCE,), host=LOOPBACK, port=port,
-                            hold_seconds=120.0, watch_pods=False)
+                            hold_seconds=120.0, watch_pods=False, max_held=HELD)
         activator = Activator(settings, RunningEC2(), NullCloudWatch())
         await activator.start()
         stop = asyncio.Event()

@@ -71,6 +71,9 @@ class ChartPin:
 LIQO_CHART = ChartPin("https://helm.liqo.io/", "liqo", "v1.2.0")
 # Ollama, otwld's chart; values checked against ../shared/upstream/ollama-helm-1.77.0.
 OLLAMA_CHART = ChartPin("https://helm.otwld.com/", "ollama", "1.77.0")
+# The Ollama release that chart runs (its appVersion): what the activator answers
+# for /api/version while the worker sleeps, before it has seen Ollama's own answer.
+OLLAMA_APP_VERSION = "0.32.15"
 # NVIDIA's device plugin on the workers (k3s HelmChart).
 DEVICE_PLUGIN_CHART = ChartPin("https://nvidia.github.io/k8s-device-plugin", "nvidia-device-plugin", "0.17.0")
 

@@ -2,6 +2,9 @@
 requests to Ollama while a stopped worker starts, wakes a worker for GPU pods
 that cannot be scheduled, and reports activity to the scaler.
 
+- Reads of state (model lists, version, health checks) are answered without
+  waking the worker and do not count as work; `POST /hybrid-llm/wake` wakes it on
+  purpose; `GET /metrics` is for Prometheus (activator/ and the README).
 - Image: the official Python image, pinned, with the package's source in a
   ConfigMap and its pinned dependencies (activator/requirements.lock) installed
   by an init container at pod start. A homelab with internet access and no
@@ -60,6 +63,7 @@ class ActivatorArgs:
     access_key_id: pulumi.Input[str]
     secret_access_key: pulumi.Input[str]       # secret
     backend: str
+    models: Sequence[str] = ()
     hold_seconds: int = HOLD_SECONDS
     after: Sequence[pulumi.Resource] = ()
 
@@ -102,6 +106,8 @@ class Activator(pulumi.ComponentResource):
             "ACTIVATOR_INSTANCE_IDS": pulumi.Output.all(*args.instance_ids).apply(",".join),
             "ACTIVATOR_CLUSTER_IDS": ",".join(args.cluster_ids),
             "ACTIVATOR_HOLD_SECONDS": str(args.hold_seconds),
+            "ACTIVATOR_MODELS": ",".join(args.models),
+            "ACTIVATOR_OLLAMA_VERSION": versions.OLLAMA_APP_VERSION,
             "ACTIVATOR_WATCH_PODS": "true",
             "AWS_REGION": args.region,
             "AWS_DEFAULT_REGION": args.region,

@@ -46,7 +46,6 @@ class HomelabArgs:
     snat_script: str
     workers: Sequence[WorkerPeer]
     models: Sequence[str]
-    idle_minutes: int
     model_volume_gib: int
     region: str
     activator_access_key_id: pulumi.Input[str]
@@ -80,12 +79,12 @@ class Homelab(pulumi.ComponentResource):
             for w in args.workers
         ]
         ollama = Ollama(f"{name}-ollama", OllamaArgs(
-            models=args.models, idle_minutes=args.idle_minutes, model_volume_gib=args.model_volume_gib,
+            models=args.models, model_volume_gib=args.model_volume_gib,
             worker_cluster_ids=cluster_ids,
             after=[consumer.release, *[p.resource_slice for p in peerings]]), opts=on_homelab)
         Activator(f"{name}-activator", ActivatorArgs(
             region=args.region, instance_ids=[w.instance_id for w in args.workers],
-            cluster_ids=cluster_ids,
+            cluster_ids=cluster_ids, models=args.models,
             access_key_id=args.activator_access_key_id, secret_access_key=args.activator_secret_access_key,
             backend=ollama.backend_url, after=[ollama]), opts=on_homelab)
 

@@ -32,15 +32,17 @@ RELEASE = liqo.MODELS_CLAIM
 SERVICE = "ollama"
 
 
-def keep_alive(idle_minutes: int) -> str:
-    """How long a model stays loaded after its last request. The worker's agent
-    counts loaded models as activity, so the worker stops idleMinutes after the
-    model unloads: at most 2 x idleMinutes after the last request, and a reply
-    within idleMinutes never waits for a model load."""
-    return f"{idle_minutes}m"
+# How long a model stays loaded after its last request: until the worker stops
+# (a negative OLLAMA_KEEP_ALIVE is "forever" to Ollama's envconfig). A loaded
+# model is not work (DESIGN decision 6): the scaler stops the worker idleMinutes
+# after the last request whatever this is, and VRAM frees itself with the stop.
+# Keeping it loaded until then means no reply on a running worker ever waits for a
+# model load (seconds to minutes from the volume); Ollama's scheduler still
+# unloads an idle model when another one needs the room.
+KEEP_ALIVE = "-1"
 
 
-def values(models: Sequence[str], idle_minutes: int, model_volume_gib: int, worker_cluster_id: str) -> dict[str, Any]:
+def values(models: Sequence[str], model_volume_gib: int, worker_cluster_id: str) -> dict[str, Any]:
     """The chart's values (every key exists in the chart's values.yaml; a test checks)."""
     forever = [{"key": key, "operator": "Exists", "effect": "NoExecute"}
                for key in ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable")]
@@ -51,7 +53,7 @@ def values(models: Sequence[str], idle_minutes: int, model_volume_gib: int, work
             "gpu": {"enabled": True, "type": "nvidia", "number": 1},
             "models": {"pull": list(models)},
         },
-        "extraEnv": [{"name": "OLLAMA_KEEP_ALIVE", "value": keep_alive(idle_minutes)}],
+        "extraEnv": [{"name": "OLLAMA_KEEP_ALIVE", "value": KEEP_ALIVE}],
         "persistentVolume": {"enabled": True, "storageClass": "liqo", "size": f"{model_volume_gib}Gi",
                              "accessModes": ["ReadWriteOnce"]},
         # The first worker's virtual node: its model volume holds the models.
@@ -68,7 +70,6 @@ def values(models: Sequence[str], idle_minutes: int, model_volume_gib: int, work
 @dataclass
 class OllamaArgs:
     models: Sequence[str]
-    idle_minutes: int
     model_volume_gib: int
     worker_cluster_ids: Sequence[str]
     """Every GPU virtual node the namespace may use; the first runs Ollama."""
@@ -102,7 +103,7 @@ class Ollama(pulumi.ComponentResource):
             name=RELEASE, chart=chart.name, version=chart.version,
             repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=chart.repo),
             namespace=namespace.metadata.name,
-            values=values(args.models, args.idle_minutes, args.model_volume_gib, args.worker_cluster_ids[0]),
+            values=values(args.models, args.model_volume_gib, args.worker_cluster_ids[0]),
             # The worker is usually stopped: do not wait for the pod to be ready.
             skip_await=True,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[offloading]))

@@ -16,6 +16,14 @@ from aiohttp import web
 from activator.settings import Settings
 
 AMI = "ami-12c6146b"  # one of moto's built-in images
+# Ollama's own shapes (api/types.go, v0.32.15), as a running worker answers.
+TAGS = {"models": [{"name": "llama3.2:3b", "model": "llama3.2:3b", "modified_at": "2026-11-01T10:00:00Z",
+                    "size": 2019393189, "digest": "a80c4f17acd5",
+                    "details": {"parent_model": "", "format": "gguf", "family": "llama", "families": ["llama"],
+                                "parameter_size": "3.2B", "quantization_level": "Q4_K_M"}}]}
+SHOW = {"modelfile": "FROM llama3.2:3b", "parameters": "", "template": "{{ .Prompt }}",
+        "details": TAGS["models"][0]["details"], "model_info": {"general.architecture": "llama"},
+        "capabilities": ["completion"], "modified_at": "2026-11-01T10:00:00Z"}
 LOOPBACK = "127.0.0.1"
 
 
@@ -30,7 +38,7 @@ def fast_settings(backend: str, instance_ids: tuple[str, ...], **overrides: Any)
     base = Settings(backend=backend, instance_ids=instance_ids, host=LOOPBACK, port=0,
                     hold_seconds=10.0, watch_pods=False, poll_seconds=0.05, connect_timeout=1.0,
                     aws_backoff_base=0.01, aws_backoff_cap=0.04, aws_poll_seconds=0.02,
-                    activity_period=60.0, shutdown_seconds=1.0)
+                    shutdown_seconds=1.0, liveness_seconds=0.2)
     return replace(base, **overrides)
 
 
@@ -110,7 +118,7 @@ class FakeOllama:
     async def start(self) -> None:
         app = web.Application(client_max_size=1 << 30)
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
+        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=1.0)
         await self._runner.setup()
         await web.TCPSite(self._runner, LOOPBACK, self.port).start()
 
@@ -130,6 +138,20 @@ class FakeOllama:
         path = request.path
         if path == "/api/version":
             return web.json_response({"version": "0.32.0"})
+        if path == "/api/tags":
+            return self._compressible(request, TAGS)
+        if path == "/api/show":
+            payload = await request.json()
+            if payload.get("model") != "llama3.2:3b":
+                return web.json_response({"error": f"model '{payload.get('model')}' not found"}, status=404)
+            return web.json_response(SHOW)
+        if path == "/api/silent":  # one line, then nothing: a worker that went away mid-answer
+            response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+            await response.prepare(request)
+            await response.write(b'{"response":"a","done":false}\n')
+            await asyncio.sleep(3600)
+        if path == "/api/mute":  # nothing at all, not even headers
+            await asyncio.sleep(3600)
         if path == "/api/busy":
             return web.json_response({"error": "server busy, please try again"}, status=503)
         if path == "/api/generate":
@@ -149,6 +171,14 @@ class FakeOllama:
             "headers": [[k, v] for k, v in request.headers.items()],
             "length": len(body), "sha256": hashlib.sha256(body).hexdigest(),
         }, headers={"X-Backend": "fake-ollama", "Set-Cookie": "a=1"})
+
+    @staticmethod
+    def _compressible(request: web.Request, payload: Any) -> web.Response:
+        """gzip when asked, as a compressing proxy in front of Ollama would."""
+        response = web.json_response(payload)
+        if "gzip" in request.headers.get("Accept-Encoding", ""):
+            response.enable_compression(web.ContentCoding.gzip)
+        return response
 
     async def _lockstep(self, request: web.Request, content_type: str, chunks: list[str]) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": content_type})

@@ -1,65 +1,116 @@
-"""Activity publishing, stepped by hand: each publish is followed by a sleep of
-the full period, so at most one per period; idle periods publish nothing."""
+"""Activity publishing against a clock that runs at real speed from just before
+a minute boundary: one point per minute with work in flight, stamped with the
+start of the minute it describes, and nothing for an idle minute."""
 
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
+from datetime import datetime, timezone
+from typing import Any, Callable
 
 from activator.activity import Activity
 
 from .fakes import StubCloudWatch, fast_settings, run
 
 ID = "i-0123456789abcdef0"
+NOON = datetime(2026, 11, 30, 12, 0, tzinfo=timezone.utc).timestamp()
 
 
-class Steps:
-    """A sleep the test releases one period at a time."""
-
-    def __init__(self) -> None:
-        self.sleeping: asyncio.Queue[tuple[float, asyncio.Future[None]]] = asyncio.Queue()
-
-    async def sleep(self, seconds: float) -> None:
-        done = asyncio.get_running_loop().create_future()
-        await self.sleeping.put((seconds, done))
-        await done
+def clock_from(start: float) -> Callable[[], float]:
+    began = time.monotonic()
+    return lambda: start + time.monotonic() - began
 
 
-async def settle() -> None:
-    for _ in range(20):
-        await asyncio.sleep(0)
+def points(cloudwatch: StubCloudWatch) -> list[tuple[str, float]]:
+    return [(c["MetricData"][0]["Timestamp"].strftime("%H:%M:%S"), c["MetricData"][0]["Value"])
+            for c in cloudwatch.calls]
 
 
-def test_the_peak_of_each_busy_period_is_published_once() -> None:
+async def until(condition: Callable[[], bool], limit: float = 5.0) -> bool:
+    for _ in range(int(limit / 0.01)):
+        if condition():
+            return True
+        await asyncio.sleep(0.01)
+    return condition()
+
+
+def test_each_minute_with_work_is_published_once_stamped_with_its_minute() -> None:
     cloudwatch = StubCloudWatch()
 
-    async def scenario() -> tuple[list[float], list[float], bool]:
-        steps = Steps()
-        activity = Activity(cloudwatch, fast_settings("http://127.0.0.1:9", (ID,)), sleep=steps.sleep)
-        loop_task = asyncio.get_running_loop().create_task(activity.run())
-        periods = []
+    async def scenario() -> tuple[list[tuple[str, float]], list[tuple[str, float]], list[tuple[str, float]]]:
+        activity = Activity(cloudwatch, fast_settings("http://127.0.0.1:9", (ID,)),
+                            clock=clock_from(NOON + 60 - 0.4))  # 12:00:59.6
+        task = asyncio.get_running_loop().create_task(activity.run())
         activity.begin()
         activity.begin()
-        period, release = await asyncio.wait_for(steps.sleeping.get(), 5)  # published 2 at once
-        periods.append(period)
-        for _ in range(3):  # more requests come and go within the period: no extra publish
-            activity.begin()
-            await settle()
-        for _ in range(5):
+        assert await until(lambda: len(cloudwatch.calls) == 1)
+        activity.begin()  # more work in the same minute: no second point
+        await asyncio.sleep(0.1)
+        first_minute = points(cloudwatch)
+        # Still in flight when 12:01 begins: that minute gets its own point.
+        assert await until(lambda: len(cloudwatch.calls) == 2)
+        for _ in range(3):
             activity.end()
-        release.set_result(None)
-        period, release = await asyncio.wait_for(steps.sleeping.get(), 5)  # published that period's 5
-        periods.append(period)
-        release.set_result(None)
-        await settle()
-        idle = steps.sleeping.empty()  # nothing in flight: waiting, not publishing
-        activity.begin()
-        period, release = await asyncio.wait_for(steps.sleeping.get(), 5)
-        periods.append(period)
-        loop_task.cancel()
-        await asyncio.gather(loop_task, return_exceptions=True)
-        return [c["MetricData"][0]["Value"] for c in cloudwatch.calls], periods, idle
+        both = points(cloudwatch)
+        await asyncio.sleep(0.3)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return first_minute, both, points(cloudwatch)
 
-    values, periods, idle = run(scenario())
-    assert values == [2.0, 5.0, 1.0]
-    assert periods == [60.0, 60.0, 60.0]
-    assert idle
+    first_minute, both, after_idle = run(scenario())
+    assert first_minute == [("12:00:00", 2.0)]
+    assert both == [("12:00:00", 2.0), ("12:01:00", 3.0)]
+    assert after_idle == both  # nothing in flight: nothing published
+
+
+def test_a_point_published_late_keeps_the_minute_it_describes() -> None:
+    class SlowCloudWatch(StubCloudWatch):
+        def put_metric_data(self, **kwargs: Any) -> dict[str, Any]:
+            time.sleep(0.5)  # the call crosses the minute boundary
+            return super().put_metric_data(**kwargs)
+
+    cloudwatch = SlowCloudWatch()
+
+    async def scenario() -> list[tuple[str, float]]:
+        activity = Activity(cloudwatch, fast_settings("http://127.0.0.1:9", (ID,)),
+                            clock=clock_from(NOON + 60 - 0.2))
+        task = asyncio.get_running_loop().create_task(activity.run())
+        activity.begin()
+        activity.end()  # a request of a moment, at 12:00:59.8
+        assert await until(lambda: len(cloudwatch.calls) == 1)
+        await asyncio.sleep(0.2)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return points(cloudwatch)
+
+    assert run(scenario()) == [("12:00:00", 1.0)]
+
+
+def test_a_failing_publish_is_logged_and_the_next_minute_still_publishes() -> None:
+    lock = threading.Lock()
+    outcomes = iter([True, False])
+
+    class FlakyCloudWatch(StubCloudWatch):
+        def put_metric_data(self, **kwargs: Any) -> dict[str, Any]:
+            with lock:
+                self.fail = next(outcomes, False)
+            return super().put_metric_data(**kwargs)
+
+    cloudwatch = FlakyCloudWatch()
+
+    async def scenario() -> tuple[list[tuple[int, int]], list[tuple[str, float]]]:
+        activity = Activity(cloudwatch, fast_settings("http://127.0.0.1:9", (ID,)),
+                            clock=clock_from(NOON + 60 - 0.3))
+        task = asyncio.get_running_loop().create_task(activity.run())
+        activity.begin()
+        assert await until(lambda: len(cloudwatch.calls) == 1)
+        activity.end()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return list(activity.published), points(cloudwatch)
+
+    published, sent = run(scenario())
+    assert sent == [("12:01:00", 1.0)]
+    assert published == [(int(NOON + 60), 1)]

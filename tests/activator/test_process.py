@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -92,3 +93,131 @@ async def _scenario(ec2: Any, instance_id: str, port: int, backend_port: int) ->
             return reply.status, await reply.json(), state
         finally:
             await backend.stop()
+
+
+def _start(moto_server: str, tmp_path: Path, backend_port: int, instance_id: str, **extra: str) -> tuple[Any, int]:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("ACTIVATOR_", "AWS_")) and k.lower() not in ("http_proxy", "https_proxy")}
+    env.update(CREDENTIALS, AWS_ENDPOINT_URL=moto_server, NO_PROXY=LOOPBACK, HOME=str(tmp_path),
+               ACTIVATOR_BACKEND=f"http://{LOOPBACK}:{backend_port}", ACTIVATOR_INSTANCE_IDS=instance_id,
+               ACTIVATOR_HOST=LOOPBACK, ACTIVATOR_PORT=str(port), ACTIVATOR_WATCH_PODS="false",
+               ACTIVATOR_POLL_SECONDS="0.1", **extra)
+    log = (tmp_path / "stdout").open("w+")
+    process = subprocess.Popen([sys.executable, "-m", "activator"], cwd=ROOT, env=env, stdout=log,
+                               stderr=subprocess.PIPE, text=True)
+    return process, port
+
+
+def _stop(process: Any) -> tuple[int, str]:
+    process.send_signal(signal.SIGTERM)
+    try:
+        code = process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    return code, process.stderr.read() if process.stderr else ""
+
+
+async def _listening(session: aiohttp.ClientSession, url: str) -> None:
+    for _ in range(300):
+        try:
+            async with session.get(url + "/healthz") as reply:
+                if reply.status == 200:
+                    return
+        except aiohttp.ClientConnectionError:
+            await asyncio.sleep(0.05)
+
+
+def _activity_points(moto_server: str, instance_id: str) -> list[float]:
+    cloudwatch = boto3.client("cloudwatch", endpoint_url=moto_server, region_name="us-east-1",
+                              aws_access_key_id="testing", aws_secret_access_key="testing")
+    now = datetime.now(timezone.utc)
+    stats = cloudwatch.get_metric_statistics(
+        Namespace="HybridLLM", MetricName="Activity", Dimensions=[{"Name": "InstanceId", "Value": instance_id}],
+        StartTime=now - timedelta(hours=1), EndTime=now + timedelta(minutes=5), Period=60, Statistics=["Maximum"])
+    return [point["Maximum"] for point in stats["Datapoints"]]
+
+
+def test_reads_never_wake_a_stopped_worker_nor_count_as_work(moto_server: str, tmp_path: Path) -> None:
+    """Fault 1 of "Pay only for real work": what chat UIs and uptime checks poll."""
+    ec2 = boto3.client("ec2", endpoint_url=moto_server, region_name="us-east-1",
+                       aws_access_key_id="testing", aws_secret_access_key="testing")
+    instance_id = launch(ec2)
+    process, port = _start(moto_server, tmp_path, free_port(), instance_id, ACTIVATOR_MODELS="llama3.2:3b",
+                           ACTIVATOR_HOLD_SECONDS="5")
+
+    async def scenario() -> dict[str, int]:
+        url = f"http://{LOOPBACK}:{port}"
+        statuses = {}
+        async with aiohttp.ClientSession() as session:
+            await _listening(session, url)
+            for _ in range(3):  # a chat UI's page loads and an uptime check
+                for path in ("/", "/api/version", "/api/tags", "/api/ps", "/v1/models"):
+                    async with session.get(url + path, timeout=aiohttp.ClientTimeout(total=4)) as reply:
+                        await reply.read()
+                        statuses[path] = reply.status
+        return statuses
+
+    try:
+        statuses = run(scenario(), limit=45)
+    finally:
+        code, stderr = _stop(process)
+    assert statuses == {"/": 200, "/api/version": 200, "/api/tags": 200, "/api/ps": 200, "/v1/models": 200}
+    assert state_of(ec2, instance_id) == "stopped"
+    assert _activity_points(moto_server, instance_id) == []
+    assert code == 0 and "Traceback" not in stderr, stderr
+
+
+def test_silent_answers_and_clients_that_hang_up_stop_being_work(moto_server: str, tmp_path: Path) -> None:
+    """Fault 4: a stream that goes silent is ended, and a client that leaves ends its request."""
+    backend_port = free_port()
+    process, port = _start(moto_server, tmp_path, backend_port, "i-0123456789abcdef0",
+                           ACTIVATOR_STREAM_IDLE_SECONDS="0.5")
+
+    async def scenario() -> tuple[list[bytes], str, float, float]:
+        url = f"http://{LOOPBACK}:{port}"
+        backend = FakeOllama(backend_port)
+        await backend.start()
+        lines: list[bytes] = []
+        broke = ""
+        try:
+            async with aiohttp.ClientSession() as session:
+                await _listening(session, url)
+                async with session.post(url + "/api/silent", json={"model": "m"},
+                                        timeout=aiohttp.ClientTimeout(total=10)) as reply:
+                    try:
+                        async for line in reply.content:
+                            lines.append(line)
+                    except aiohttp.ClientPayloadError as err:
+                        broke = type(err).__name__
+                after_silence = await _in_flight(session, url)
+            async with aiohttp.ClientSession() as leaving:
+                asyncio.ensure_future(leaving.post(url + "/api/mute", json={"model": "m"}))
+                for _ in range(100):
+                    if ("POST", "/api/mute") in backend.seen:
+                        break
+                    await asyncio.sleep(0.05)
+            await asyncio.sleep(0.3)
+            async with aiohttp.ClientSession() as session:
+                after_hangup = await _in_flight(session, url)
+        finally:
+            await backend.stop()
+        return lines, broke, after_silence, after_hangup
+
+    try:
+        lines, broke, after_silence, after_hangup = run(scenario(), limit=45)
+    finally:
+        code, stderr = _stop(process)
+    assert lines == [b'{"response":"a","done":false}\n'] and broke == "ClientPayloadError"
+    assert (after_silence, after_hangup) == (0, 0)
+    assert code == 0 and "Traceback" not in stderr, stderr
+
+
+async def _in_flight(session: aiohttp.ClientSession, url: str) -> float:
+    async with session.get(url + "/metrics") as reply:
+        for line in (await reply.text()).splitlines():
+            if line.startswith("hybrid_llm_activator_requests_in_flight "):
+                return float(line.split()[-1])
+    raise AssertionError("no in-flight gauge in /metrics")

@@ -31,12 +31,18 @@ def test_every_variable_is_read() -> None:
                          "ACTIVATOR_HOLD_SECONDS": "90", "ACTIVATOR_WATCH_PODS": "FALSE",
                          "ACTIVATOR_CLUSTER_IDS": "gpu-1,gpu-2", "ACTIVATOR_VIRTUAL_NODES": "vk-1,vk-2",
                          "ACTIVATOR_METRIC_NAMESPACE": "Lab/LLM", "ACTIVATOR_POLL_SECONDS": "0.5",
-                         "ACTIVATOR_CONNECT_TIMEOUT": "3", "ACTIVATOR_POD_COOLDOWN_SECONDS": "60"})
+                         "ACTIVATOR_CONNECT_TIMEOUT": "3", "ACTIVATOR_POD_COOLDOWN_SECONDS": "60",
+                         "ACTIVATOR_MODELS": "llama3.2:3b, hf.co/org/model:Q4_K_M",
+                         "ACTIVATOR_OLLAMA_VERSION": "0.32.15", "ACTIVATOR_MAX_HELD": "32",
+                         "ACTIVATOR_FIRST_BYTE_SECONDS": "900", "ACTIVATOR_STREAM_IDLE_SECONDS": "45"})
     assert (settings.port, settings.host, settings.hold_seconds, settings.watch_pods) == \
         (8080, "127.0.0.1", 90.0, False)
     assert settings.cluster_ids == ("gpu-1", "gpu-2") and settings.virtual_nodes == ("vk-1", "vk-2")
     assert (settings.metric_namespace, settings.poll_seconds, settings.connect_timeout,
             settings.pod_cooldown_seconds) == ("Lab/LLM", 0.5, 3.0, 60.0)
+    assert settings.models == ("llama3.2:3b", "hf.co/org/model:Q4_K_M")
+    assert (settings.ollama_version, settings.max_held, settings.first_byte_seconds,
+            settings.stream_idle_seconds) == ("0.32.15", 32, 900.0, 45.0)
 
 
 @pytest.mark.parametrize("name, value", [
@@ -66,6 +72,14 @@ def test_every_variable_is_read() -> None:
     ("ACTIVATOR_CONNECT_TIMEOUT", "nan"),
     ("ACTIVATOR_POD_COOLDOWN_SECONDS", "-1"),
     ("ACTIVATOR_HOST", "a b"),
+    ("ACTIVATOR_BACKEND", "http://ollama:11434/api"),
+    ("ACTIVATOR_MODELS", "llama3.2:3b,bad model"),
+    ("ACTIVATOR_OLLAMA_VERSION", "latest"),
+    ("ACTIVATOR_MAX_HELD", "0"),
+    ("ACTIVATOR_MAX_HELD", "1.5"),
+    ("ACTIVATOR_MAX_HELD", "１０"),
+    ("ACTIVATOR_FIRST_BYTE_SECONDS", "-1"),
+    ("ACTIVATOR_STREAM_IDLE_SECONDS", "never"),
 ])
 def test_a_malformed_variable_is_one_line_naming_it(name: str, value: str | None) -> None:
     environ = dict(GOOD)

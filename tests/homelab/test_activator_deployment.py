@@ -8,12 +8,14 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 
 from activator import settings as activator_settings
 from components import versions
 from components.homelab import activator, ollama
 from policy import rules
 from tests import iam_sim
+from tests.upstream import OLLAMA
 
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 
@@ -117,6 +119,13 @@ def test_the_environment_is_what_the_activator_reads(homelab_plan):
     assert env["AWS_REGION"] == "us-east-1"
     parsed = activator_settings.from_env(env)
     assert parsed.hold_seconds == activator.HOLD_SECONDS and parsed.port == 11434
+    # While the worker sleeps, the model lists answer with the stack's models.
+    assert parsed.models == ("llama3.2:3b",)
+
+
+def test_the_sleeping_version_is_the_charts_own_ollama(homelab_plan):
+    chart = yaml.safe_load((OLLAMA / "Chart.yaml").read_text())
+    assert env_of(homelab_plan)["ACTIVATOR_OLLAMA_VERSION"] == chart["appVersion"]
 
 
 def test_one_replica_with_probes_requests_and_no_privilege(homelab_plan):

@@ -1,0 +1,60 @@
+"""The activator's own endpoints, beside Ollama's API: `GET /healthz`,
+`GET /metrics` and `POST /hybrid-llm/wake` (a prefix Ollama does not use).
+
+The explicit wake is for a person or an automation that wants the GPU warm
+before the first prompt (reads never wake it, DESIGN decision 12). It starts the
+proxy's worker and answers at once with its state: 200 when Ollama already
+answers, 202 while the worker comes up, 503 with the AWS reason when the start
+is refused for good. It counts as work only until the worker has started (the
+scaler's grace from "ready" covers the boot), so calling it never keeps an idle
+worker up for longer than a minute of activity.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from activator.activity import Activity
+from activator.awake import Awake
+from activator.metrics import Metrics
+from activator.settings import Settings
+from activator.waker import Waker
+
+WAKE_PATH = "/hybrid-llm/wake"
+WAKE_ANSWER_SECONDS = 5.0
+"""How long the wake waits for EC2's answer before it answers 202 `starting`."""
+
+
+def routes(settings: Settings, waker: Waker, awake: Awake, activity: Activity,
+           metrics: Metrics) -> web.RouteTableDef:
+    table = web.RouteTableDef()
+
+    @table.get("/healthz")
+    async def healthz(request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    table.get("/metrics")(metrics.handle)
+
+    @table.post(WAKE_PATH)
+    async def wake(request: web.Request) -> web.Response:
+        worker = waker.instance_id
+        if awake.awake:
+            return web.json_response({"worker": worker, "state": "running", "ollama": "awake", "started": False})
+        activity.begin()
+        task = waker.wake("explicit wake")
+        task.add_done_callback(lambda _: activity.end())
+        await asyncio.wait({task}, timeout=WAKE_ANSWER_SECONDS)
+        if not task.done():
+            return web.json_response({"worker": worker, "state": waker.last_state or "starting",
+                                      "ollama": "asleep", "started": False}, status=202)
+        result = task.result()
+        if result.failure is not None and not result.failure.retryable:
+            return web.json_response({"worker": worker, "state": result.state, "ollama": "asleep",
+                                      "error": result.failure.reason(worker)}, status=503,
+                                     headers={"Retry-After": str(settings.failed_retry_after_seconds)})
+        return web.json_response({"worker": worker, "state": result.state, "ollama": "asleep",
+                                  "started": result.started}, status=202)
+
+    return table

@@ -33,12 +33,13 @@ SERVICE = "ollama"
 
 
 # How long a model stays loaded after its last request: until the worker stops
-# (a negative OLLAMA_KEEP_ALIVE is "forever" to Ollama's envconfig). A loaded
+# (a negative OLLAMA_KEEP_ALIVE is "forever": envconfig/config.go KeepAlive, v0.32.15). A loaded
 # model is not work (DESIGN decision 6): the scaler stops the worker idleMinutes
 # after the last request whatever this is, and VRAM frees itself with the stop.
 # Keeping it loaded until then means no reply on a running worker ever waits for a
 # model load (seconds to minutes from the volume); Ollama's scheduler still
-# unloads an idle model when another one needs the room.
+# unloads an idle model when another one needs the room (server/sched.go
+# findRunnerToUnload takes the first runner with no request, whatever its keep-alive).
 KEEP_ALIVE = "-1"
 
 

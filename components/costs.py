@@ -24,16 +24,22 @@ HOURS_PER_MONTH = 730            # AWS's own convention for monthly figures
 DAYS_PER_MONTH = HOURS_PER_MONTH / 24
 HOURS_PER_DAY_SHOWN = (2, 4, 8, 24)
 
-# What the other components do (components/aws/scaler.py, userdata/activity-agent.sh);
-# change these with them.
+# What the other components do (components/aws/scaler.py, userdata/activity-agent.sh,
+# activator/activity.py); change these with them.
 SCALER_MEMORY_MB = 128           # arm64
 SCALER_SECONDS_PER_RUN = 1.0     # generous: a few boto3 calls
 SCALER_LOG_BYTES_PER_RUN = 1024
 SCALER_ALARMS = 2                # the function's Errors and the worker-errors filter
 SCALER_FILTER_METRICS = 1        # the log metric filter publishes on every run
-METRICS_PER_WORKER = 2           # Activity and GpuUtilization, published while running
-AGENT_PUTS_PER_HOUR = 60         # the activity timer: one PutMetricData a minute
-METRICS_READ_PER_RUN = 1         # the scaler reads Activity of running workers only
+# A running worker's custom metrics: Activity, Ready and GpuUtilization (the agent).
+# The activator's Activity points carry the same name and InstanceId dimension, so
+# they are the same metric, not a fourth.
+METRICS_PER_WORKER = 3
+AGENT_PUTS_PER_HOUR = 60         # the agent: one PutMetricData a minute carries all three
+# The activator: one PutMetricData in each minute with a request in flight, so 60
+# is an upper bound (every minute of the active hour busy).
+ACTIVATOR_PUTS_PER_HOUR = 60
+METRICS_READ_PER_RUN = 2         # the scaler reads Activity and Ready of each running worker
 PUBLIC_IPV4_PER_WORKER = 1       # auto-assigned, released while stopped
 
 
@@ -221,15 +227,16 @@ def bill(cfg: StackConfig) -> Bill:
              f"custom metric {p.cloudwatch_metric_month}/month"),
     ]
     # Billed only in the hours a worker runs: its address, its metrics (prorated by
-    # the hour while published), the agent's puts and the scaler reading them.
+    # the hour while published), the agent's and the activator's puts (the latter
+    # an upper bound) and the scaler reading them.
     runs_per_hour = runs / HOURS_PER_MONTH
     active = (gpu_hourly
               + PUBLIC_IPV4_PER_WORKER * p.public_ipv4_hourly
               + METRICS_PER_WORKER * p.cloudwatch_metric_month / HOURS_PER_MONTH
-              + AGENT_PUTS_PER_HOUR * p.cloudwatch_put_metric_data_per_request
+              + (AGENT_PUTS_PER_HOUR + ACTIVATOR_PUTS_PER_HOUR) * p.cloudwatch_put_metric_data_per_request
               + runs_per_hour * METRICS_READ_PER_RUN * p.cloudwatch_get_metric_data_per_metric)
     source = (f"{gpu_source} {gpu_hourly}/h + public IPv4 + {METRICS_PER_WORKER} custom metrics "
-              f"+ PutMetricData + GetMetricData")
+              f"+ PutMetricData (agent, activator at most) + GetMetricData")
     return Bill(tuple(items), active, source, n)
 
 

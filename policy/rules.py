@@ -21,9 +21,11 @@ from __future__ import annotations
 import base64
 import binascii
 import fnmatch
+import gzip
 import ipaddress
 import json
 import re
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -247,8 +249,10 @@ def _stop_scoped(resource_type: str, props: Props, name: str, config: Mapping[st
     return out
 
 
-def _user_data_texts(resource_type: str, props: Props) -> list[str]:
-    texts = []
+def _user_data_texts(resource_type: str, props: Props) -> list[str | None]:
+    """Every reading of the user data to scan; None for one that cannot be read
+    (a gzip stream that does not decompress), which the rule reports."""
+    texts: list[str | None] = []
     raw = props.get("userData")
     if isinstance(raw, str) and raw:
         texts.append(raw)
@@ -260,16 +264,33 @@ def _user_data_texts(resource_type: str, props: Props) -> list[str]:
     return texts
 
 
-def _decode(value: str) -> str:
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+def _decode(value: str) -> str | None:
+    """Base64 user data as cloud-init reads it: gzip is decompressed first
+    (cloud-init's `convert_string` does the same), so a compressed secret is
+    still found. "" when it is not base64 (then the raw text is what is scanned)."""
     try:
-        return base64.b64decode(value, validate=True).decode("utf-8", "replace")
+        data = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
         return ""
+    if data.startswith(_GZIP_MAGIC):
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError, zlib.error):
+            return None
+    return data.decode("utf-8", "replace")
 
 
 def _no_secrets_in_user_data(resource_type: str, props: Props, name: str, config: Mapping[str, Any]) -> list[str]:
     found = []
     for text in _user_data_texts(resource_type, props):
+        if text is None:
+            unreadable = "gzip data that does not decompress, so it cannot be checked for secrets"
+            if unreadable not in found:
+                found.append(unreadable)
+            continue
         for what, pattern in _SECRET_PATTERNS:
             if pattern.search(text) and what not in found:
                 found.append(what)

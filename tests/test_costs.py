@@ -27,8 +27,17 @@ def hand_idle(workers=1, root=100, models=100, runs=HOURS * 60):
     return lighthouse + disks + scaler
 
 
+# While a worker runs: 3 custom metrics (Activity, Ready, GpuUtilization; the
+# activator's Activity is the same metric), one PutMetricData a minute from the
+# agent plus at most one a minute from the activator, and each scaler run reads 2
+# metrics (Activity and Ready) of the worker.
+RUNNING_METRICS, AGENT_PUTS, ACTIVATOR_PUTS_AT_MOST, READ_PER_RUN = 3, 60, 60, 2
+
+
 def hand_active(gpu_hourly, runs_per_hour=60):
-    return gpu_hourly + IPV4 + 2 * METRIC / HOURS + 60 * PUT_METRIC_DATA + runs_per_hour * 1 * GET_METRIC_DATA
+    return (gpu_hourly + IPV4 + RUNNING_METRICS * METRIC / HOURS
+            + (AGENT_PUTS + ACTIVATOR_PUTS_AT_MOST) * PUT_METRIC_DATA
+            + runs_per_hour * READ_PER_RUN * GET_METRIC_DATA)
 
 
 def test_default_stack_bill_by_hand():
@@ -40,7 +49,9 @@ def test_default_stack_bill_by_hand():
     days = HOURS / 24
     for hours in (2, 4, 8, 24):
         assert bill.monthly_at(hours) == pytest.approx(hand_idle() + hours * days * hand_active(G4DN_SPOT))
-    assert round(bill.monthly_at(24), 2) == 175.09  # 23.960 + 730 h x 0.207022
+    # 0.20 + 0.005 + 3 x 0.30 / 730 + 120 x 0.00001 + 60 x 2 x 0.00001 = 0.208633 an hour
+    assert round(bill.active_hourly_usd, 6) == 0.208633
+    assert round(bill.monthly_at(24), 2) == 176.26  # 23.960 + 730 h x 0.208633
 
 
 def test_idle_items_name_every_cost_while_stopped():

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import base64
 import copy
+import gzip
 import json
 import sys
 
 import pytest
 import yaml
 
+from components.aws.gpu_worker import encode_user_data
 from tests.conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "policy"))
@@ -238,11 +240,34 @@ def test_secrets_in_user_data_fire(dev_plan):
         broken = dict(props, userData=props["userData"] + "\n" + secret + "\n")
         assert fired("no-secrets-in-user-data", rules.INSTANCE, broken, name), secret
 
+
+def test_secrets_in_a_workers_gzipped_user_data_fire(dev_plan):
+    """The worker's user data is base64 of gzip (cloud-init decompresses it): the
+    rule must decompress it too, or a leaked key would pass unseen."""
     name, props = planned(dev_plan, rules.LAUNCH_TEMPLATE)
-    text = base64.b64decode(props["userData"]).decode()
-    props["userData"] = base64.b64encode((text + "\n" + NEBULA_KEY + "\n").encode()).decode()
-    assert fired("no-secrets-in-user-data", rules.LAUNCH_TEMPLATE, props, name) == \
-        [f"{name}: user data contains a PEM private key", f"{name}: user data contains a Nebula private key"]
+    stream = base64.b64decode(props["userData"], validate=True)
+    assert stream.startswith(b"\x1f\x8b"), "the planned worker user data is gzip"
+    text = gzip.decompress(stream).decode()
+    assert rules.violations(rules.LAUNCH_TEMPLATE, props, name) == {}
+    both = [f"{name}: user data contains a PEM private key", f"{name}: user data contains a Nebula private key"]
+    for encode in (encode_user_data, lambda t: base64.b64encode(t.encode()).decode()):
+        broken = dict(props, userData=encode(text + "\n" + NEBULA_KEY + "\n"))
+        assert fired("no-secrets-in-user-data", rules.LAUNCH_TEMPLATE, broken, name) == both
+        broken = dict(props, userData=encode(text + "\n" + PEM_KEY + "\n"))
+        assert fired("no-secrets-in-user-data", rules.LAUNCH_TEMPLATE, broken, name) == both[:1]
+    # An instance's base64 user data is read the same way.
+    instance_props = {"userDataBase64": encode_user_data(text + "\n" + PEM_KEY + "\n")}
+    assert fired("no-secrets-in-user-data", rules.INSTANCE, instance_props, "i") == \
+        ["i: user data contains a PEM private key"]
+
+
+def test_user_data_gzip_that_does_not_decompress_fires(dev_plan):
+    """Unreadable is not clean: a truncated stream cannot be scanned, so it fails."""
+    name, props = planned(dev_plan, rules.LAUNCH_TEMPLATE)
+    stream = base64.b64decode(props["userData"], validate=True)
+    broken = dict(props, userData=base64.b64encode(stream[: len(stream) // 2]).decode())
+    assert fired("no-secrets-in-user-data", rules.LAUNCH_TEMPLATE, broken, name) == \
+        [f"{name}: user data contains gzip data that does not decompress, so it cannot be checked for secrets"]
 
 
 def test_reading_a_token_from_a_variable_is_not_a_secret():

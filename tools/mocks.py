@@ -9,6 +9,8 @@ come from the documentation ranges (198.51.100.0/24, 203.0.113.0/24).
 from __future__ import annotations
 
 import base64
+import binascii
+import gzip
 import hashlib
 import ipaddress
 from typing import Any, Callable, Optional
@@ -360,9 +362,22 @@ _INVOKES: dict[str, Callable[[AwsMocks, dict], dict]] = {
 }
 
 
+GZIP_MAGIC = b"\x1f\x8b"
+
+
 def decode_user_data(value: str) -> str:
-    """Launch templates carry base64 user data; instances carry it plain."""
+    """User data as the instance's cloud-init reads it. Instances carry it plain;
+    launch templates carry base64, of the text (the lighthouse style) or of a gzip
+    stream (the GPU worker's, gpu_worker.encode_user_data), which is decompressed.
+    A gzip stream that does not decompress raises: a reader must never be left
+    looking at compressed bytes."""
     try:
-        return base64.b64decode(value, validate=True).decode()
-    except (ValueError, UnicodeDecodeError):
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        return value
+    if raw.startswith(GZIP_MAGIC):
+        return gzip.decompress(raw).decode()
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
         return value

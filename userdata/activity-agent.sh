@@ -1,40 +1,173 @@
 #!/bin/bash
-# Every minute (hybrid-llm-activity.timer): publish how busy this worker is, for
-# the scaler that stops it when idle. Activity = models Ollama holds loaded (it
-# stays above 0 for OLLAMA_KEEP_ALIVE after the last request); GpuUtilization =
-# the busiest GPU in percent. What cannot be measured counts as idle, so a broken
-# probe never keeps a GPU running.
+# hybrid-llm activity agent: hybrid-llm-activity.timer runs it (a oneshot) at
+# second 0 of every minute. One PutMetricData call (priced per request) carries
+# three points for namespace @@{namespace}, dimension InstanceId, each stamped
+# with the START of the minute the run describes, so a late point still lands in
+# its own minute:
+#   Activity        1 if this worker did GPU work in the minute, else 0 (the
+#                   scaler reads the Maximum per minute; the homelab activator
+#                   publishes the same metric for its requests in flight).
+#   Ready           1 once Ollama has answered GET /api/version with HTTP 200
+#                   since this boot, else 0. The marker lives in /run, a tmpfs
+#                   that is empty after every start. The scaler's grace counts
+#                   from the first Ready minute.
+#   GpuUtilization  the highest reading of the minute in percent, for people:
+#                   the figure the Activity rule compared.
+# GPU work is either:
+# - The GPU in use. nvidia-smi's utilization.gpu is the percent of time over the
+#   last sample period (1/6 s to 1 s, by product) during which one or more
+#   kernels ran on the GPU (NVML nvmlUtilization_t, nvidia-smi(1)). A model that
+#   Ollama merely keeps loaded sits in memory and runs no kernels: 0 %. Prompt
+#   evaluation and generation launch kernels back to back, so readings taken
+#   during them are high. One reading a minute would miss short work, so the
+#   agent takes one every @@{sample_every_seconds} s from the start of the minute
+#   until second @@{sample_until_second}, and the minute is busy if ANY reading of
+#   any GPU reaches @@{gpu_busy_percent} %: far above idle (0), far below a
+#   generating GPU, and a stray reading costs one extra minute at most. Work
+#   that lasts a few seconds inside that span is seen; the rest of the minute
+#   is left for the probes and the publish. Requests through the activator
+#   count there whatever the agent sees.
+# - A Running pod on this k3s whose containers or init containers request or
+#   limit nvidia.com/gpu, other than Ollama's (selector @@{ollama_selector}; Liqo
+#   keeps the labels on the offloaded pod). The device plugin requests no GPU.
+# What cannot be measured counts as idle, so a broken probe never keeps a GPU
+# billing; Ready is 1 only after a real 200. Every command has a time limit, so
+# a run ends before the next minute's run (the unit's TimeoutStartSec too).
 set -euo pipefail
+export TZ=UTC
 readonly REGION="@@{region}" NAMESPACE="@@{namespace}"
 readonly OLLAMA_SELECTOR="@@{ollama_selector}" OLLAMA_PORT=@@{ollama_port}
+readonly BUSY_PERCENT=@@{gpu_busy_percent} SAMPLE_EVERY=@@{sample_every_seconds} SAMPLE_UNTIL=@@{sample_until_second}
+readonly RUN_DIR="${HYBRID_LLM_RUN_DIR:-@@{run_dir}}"
 readonly IMDS=http://169.254.169.254/latest
+log() { echo "hybrid-llm-activity: $*" >&2; }
 
-token=$(curl -sf -X PUT -H "X-aws-ec2-metadata-token-ttl-seconds: 300" "$IMDS/api/token")
-instance_id=$(curl -sf -H "X-aws-ec2-metadata-token: $token" "$IMDS/meta-data/instance-id")
+# The minute this run describes; SECONDS counts from here.
+now=$(date +%s)
+SECONDS=0
+[[ $now =~ ^[0-9]+$ ]] || { log "no clock: $now"; exit 1; }
+minute=$((now - now % 60))
+printf -v stamp '%(%Y-%m-%dT%H:%M:%SZ)T' "$minute"
+sample_end=$((minute + SAMPLE_UNTIL - now))
+mkdir -p "$RUN_DIR"
 
-loaded_models() {
-  local total=0 ip count
-  for ip in $(k3s kubectl get pods --all-namespaces --selector "$OLLAMA_SELECTOR" \
-      --field-selector status.phase=Running \
-      --output 'jsonpath={.items[*].status.podIP}' 2>/dev/null || true); do
-    count=$(curl -sf --max-time 5 "http://$ip:$OLLAMA_PORT/api/ps" |
-      python3 -c 'import json, sys; print(len(json.load(sys.stdin).get("models") or []))' \
-      2>/dev/null) || count=0
-    total=$((total + count))
+token=$(curl -sf --connect-timeout 1 --max-time 2 -X PUT \
+  -H "X-aws-ec2-metadata-token-ttl-seconds: 60" "$IMDS/api/token")
+instance_id=$(curl -sf --connect-timeout 1 --max-time 2 \
+  -H "X-aws-ec2-metadata-token: $token" "$IMDS/meta-data/instance-id")
+[[ $instance_id =~ ^i-[0-9a-f]+$ ]] || { log "no instance id from IMDS"; exit 1; }
+
+# Pods: prints "ollama IP" per Running pod matching the (equality-based) selector
+# and "gpu_pods N" for the other Running pods that want a GPU.
+read -r -d '' PODS_PY <<'PY' || true
+import json, sys
+
+def matches(labels, selector):
+    for term in filter(None, (t.strip() for t in selector.split(","))):
+        if "!=" in term:
+            key, value = (s.strip() for s in term.split("!=", 1))
+            ok = labels.get(key) != value
+        elif "=" in term:
+            key, value = (s.strip() for s in term.replace("==", "=").split("=", 1))
+            ok = labels.get(key) == value
+        else:
+            ok = (term[1:].strip() not in labels) if term.startswith("!") else term in labels
+        if not ok:
+            return False
+    return True
+
+def wants_gpu(container):
+    resources = container.get("resources") or {}
+    for kind in ("requests", "limits"):
+        try:
+            if float((resources.get(kind) or {}).get("nvidia.com/gpu", 0)) > 0:
+                return True
+        except (TypeError, ValueError):
+            pass
+    return False
+
+others = 0
+for pod in json.load(sys.stdin).get("items") or []:
+    spec, status = pod.get("spec") or {}, pod.get("status") or {}
+    if status.get("phase") != "Running":
+        continue
+    if matches((pod.get("metadata") or {}).get("labels") or {}, sys.argv[1]):
+        if status.get("podIP"):
+            print("ollama", status["podIP"])
+    elif any(wants_gpu(c) for c in (spec.get("containers") or []) + (spec.get("initContainers") or [])):
+        others += 1
+print("gpu_pods", others)
+PY
+gpu_pods=0 ollama_ips=()
+if pods=$(timeout -k 1 6 k3s kubectl get pods --all-namespaces --field-selector=status.phase=Running \
+    --request-timeout=5s --output=json 2>/dev/null | python3 -c "$PODS_PY" "$OLLAMA_SELECTOR"); then
+  while read -r kind value; do
+    if [[ $kind == ollama && $value =~ ^[0-9.]+$ ]]; then
+      ollama_ips+=("$value")
+    elif [[ $kind == gpu_pods && $value =~ ^[0-9]+$ ]]; then
+      gpu_pods=$value
+    fi
+  done <<<"$pods"
+else
+  log "cannot list the pods: no GPU pods counted"
+fi
+
+ready=0
+if [[ -e $RUN_DIR/ollama-ready ]]; then
+  ready=1
+else
+  for ip in "${ollama_ips[@]:0:3}"; do
+    code=$(curl -s -o /dev/null -w '%{http_code}' --connect-timeout 1 --max-time 2 \
+      "http://$ip:$OLLAMA_PORT/api/version") || code=000
+    if [[ $code == 200 ]]; then
+      : >"$RUN_DIR/ollama-ready"
+      ready=1
+      break
+    fi
   done
-  echo "$total"
+fi
+
+# The busiest GPU now, in percent; fails when no GPU gave a number.
+gpu_reading() {
+  local line busiest=-1
+  while read -r line; do
+    line=${line//[[:space:]]/}
+    if [[ $line =~ ^[0-9]+$ ]] && ((line > busiest)); then
+      busiest=$line
+    fi
+  done < <(timeout -k 1 4 nvidia-smi --query-gpu=utilization.gpu --format=csv,noheader,nounits 2>/dev/null || true)
+  ((busiest >= 0)) && echo "$busiest"
 }
 
-gpu_utilization() {
-  local busiest
-  busiest=$(nvidia-smi --query-gpu=utilization.gpu --format=csv,noheader,nounits 2>/dev/null |
-    sort -n | tail -n 1) || busiest=""
-  [[ $busiest =~ ^[0-9]+$ ]] && echo "$busiest" || echo 0
-}
+gpu_max=0 samples=0
+if command -v nvidia-smi >/dev/null; then
+  count=$(((sample_end - SECONDS) / SAMPLE_EVERY))
+  ((count >= 1)) || count=1
+  for ((i = 1; ; i++)); do
+    if reading=$(gpu_reading); then
+      samples=$((samples + 1))
+      if ((reading > gpu_max)); then
+        gpu_max=$reading
+      fi
+    fi
+    ((i < count && SECONDS + SAMPLE_EVERY <= sample_end)) || break
+    sleep "$SAMPLE_EVERY"
+  done
+else
+  log "nvidia-smi not found: the GPU counts as idle"
+fi
 
-activity=$(loaded_models)
-gpu=$(gpu_utilization)
-dimensions="[{\"Name\":\"InstanceId\",\"Value\":\"$instance_id\"}]"
-aws cloudwatch put-metric-data --region "$REGION" --namespace "$NAMESPACE" --metric-data \
-  "[{\"MetricName\":\"Activity\",\"Dimensions\":$dimensions,\"Value\":$activity,\"Unit\":\"Count\"},
-    {\"MetricName\":\"GpuUtilization\",\"Dimensions\":$dimensions,\"Value\":$gpu,\"Unit\":\"Percent\"}]"
+activity=0
+if ((gpu_max >= BUSY_PERCENT || gpu_pods > 0)); then
+  activity=1
+fi
+log "$stamp activity=$activity ready=$ready gpu=${gpu_max}% ($samples readings) gpu_pods=$gpu_pods"
+dims="[{\"Name\":\"InstanceId\",\"Value\":\"$instance_id\"}]"
+datum() {
+  printf '{"MetricName":"%s","Dimensions":%s,"Timestamp":"%s","Value":%d,"Unit":"%s"}' \
+    "$1" "$dims" "$stamp" "$2" "$3"
+}
+data="[$(datum Activity "$activity" Count),$(datum Ready "$ready" Count),$(datum GpuUtilization "$gpu_max" Percent)]"
+AWS_RETRY_MODE=standard AWS_MAX_ATTEMPTS=2 timeout -k 1 10 aws cloudwatch put-metric-data \
+  --region "$REGION" --namespace "$NAMESPACE" --cli-connect-timeout 3 --cli-read-timeout 5 \
+  --metric-data "$data"

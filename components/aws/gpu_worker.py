@@ -35,6 +35,7 @@ Why these resources:
 from __future__ import annotations
 
 import base64
+import gzip
 import ipaddress
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
@@ -57,6 +58,14 @@ NEBULA_IFACE = TUN_DEVICE
 MODELS_DIR = "/var/lib/hybrid-llm/models"
 OLLAMA_MODELS_PV = "ollama-models"
 OLLAMA_SELECTOR = "app.kubernetes.io/name=ollama"
+# The activity agent (userdata/activity-agent.sh, whose header says why): a minute
+# is busy if any GPU reading, one every ACTIVITY_SAMPLE_EVERY_SECONDS from the start
+# of the minute until its second ACTIVITY_SAMPLE_UNTIL_SECOND, reaches
+# ACTIVITY_GPU_BUSY_PERCENT; the Ready marker lives under ACTIVITY_RUN_DIR (tmpfs).
+ACTIVITY_GPU_BUSY_PERCENT = 10
+ACTIVITY_SAMPLE_EVERY_SECONDS = 2
+ACTIVITY_SAMPLE_UNTIL_SECOND = 40
+ACTIVITY_RUN_DIR = "/run/hybrid-llm"
 MANIFESTS_DIR = "/var/lib/rancher/k3s/server/manifests"
 # The chart's default affinity (values.yaml) requires one of three node labels
 # that node-feature-discovery would set; a plain k3s node has none, so the
@@ -155,6 +164,38 @@ def offered_capacity(instance: aws.ec2.GetInstanceTypeResult) -> dict:
 def render_manifest(documents: list[dict]) -> str:
     """One k3s manifest file: YAML documents separated by `---`."""
     return yaml.safe_dump_all(documents, sort_keys=False)
+
+
+def activity_agent(region: str) -> str:
+    """The activity agent as the worker runs it (/usr/local/sbin/hybrid-llm-activity)."""
+    return hostboot.render("activity-agent.sh", {
+        "region": region, "namespace": METRIC_NAMESPACE,
+        "ollama_selector": OLLAMA_SELECTOR, "ollama_port": OLLAMA_PORT,
+        "gpu_busy_percent": ACTIVITY_GPU_BUSY_PERCENT,
+        "sample_every_seconds": ACTIVITY_SAMPLE_EVERY_SECONDS,
+        "sample_until_second": ACTIVITY_SAMPLE_UNTIL_SECOND,
+        "run_dir": ACTIVITY_RUN_DIR,
+    })
+
+
+def encode_user_data(text: str) -> str:
+    """The launch template's user data: the boot script gzipped, then base64.
+
+    EC2 counts the decoded bytes (at most 16384) and the whole boot script is larger;
+    cloud-init gunzips user data itself before anything else (canonical/cloud-init
+    `cloudinit/user_data.py` `convert_string` -> `util.decomp_gzip`), so the
+    instance runs the same script. Deterministic: no file name and mtime 0, so the
+    same text gives the same bytes. That matters because a changed user data is a
+    new launch-template version, which replaces the worker (docs/lifecycle.md).
+    The header's OS byte (index 9) is set to 255 ("unknown"): Python 3.11 and 3.12
+    take it from zlib (3 on Unix), earlier and later versions write 255 (CPython
+    issue 112346), and it is outside the CRC. Caveat: identical only on the same
+    deflate; a Python linked against another implementation (zlib-ng, as on
+    Fedora 40+) may compress to other bytes, and a deploy from there makes a new
+    template version and so replaces the worker.
+    """
+    stream = gzip.compress(text.encode(), compresslevel=9, mtime=0)
+    return base64.b64encode(stream[:9] + b"\xff" + stream[10:]).decode()
 
 
 def metrics_policy() -> dict:
@@ -273,7 +314,7 @@ class GpuWorker(pulumi.ComponentResource):
                 ),
             )],
             instance_market_options=self._market_options(args),
-            user_data=user_data.apply(lambda text: base64.b64encode(text.encode()).decode()),
+            user_data=user_data.apply(encode_user_data),
             tag_specifications=[
                 aws.ec2.LaunchTemplateTagSpecificationArgs(
                     resource_type=kind, tags={"Name": f"{name}-{host}", "Role": "gpu-worker", "Worker": host})
@@ -367,9 +408,7 @@ class GpuWorker(pulumi.ComponentResource):
             BootFile(f"{units}/hybrid-llm-k3s-tls.service", "0644", hostboot.render(
                 "units/hybrid-llm-k3s-tls.service", {"ssm_prefix": args.ssm_prefix, "files": tls_files})),
             BootFile(f"{units}/k3s.service", "0644", hostboot.render("units/k3s.service", {"flags": flags})),
-            BootFile(f"{sbin}/hybrid-llm-activity", "0755", hostboot.render("activity-agent.sh", {
-                "region": args.region, "namespace": METRIC_NAMESPACE,
-                "ollama_selector": OLLAMA_SELECTOR, "ollama_port": OLLAMA_PORT})),
+            BootFile(f"{sbin}/hybrid-llm-activity", "0755", activity_agent(args.region)),
             BootFile(f"{units}/hybrid-llm-activity.service", "0644",
                      hostboot.render("units/hybrid-llm-activity.service", {})),
             BootFile(f"{units}/hybrid-llm-activity.timer", "0644",

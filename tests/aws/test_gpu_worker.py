@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import gzip
 import ipaddress
 import json
 import re
@@ -11,7 +12,7 @@ import pytest
 import yaml
 
 from components.aws import k3s_pki
-from components.aws.gpu_worker import DLAMI_PARAMETER
+from components.aws.gpu_worker import DLAMI_PARAMETER, encode_user_data
 from tests import iam_sim
 from tests.aws.test_lighthouse import PARAMETER_ARN, ami_answer, role_documents
 from tools import harness, mocks
@@ -79,9 +80,27 @@ def test_launch_template_machine(run_program):
     (profile,) = [r for r in plan.of_type("aws:iam/instanceProfile:InstanceProfile")
                   if r.name == "hybrid-llm-dev-gpu-0-profile"]
     assert lt["iamInstanceProfile"] == {"arn": profile.state["arn"]}
-    assert base64.b64decode(lt["userData"]).decode() == plan.file("workers/gpu-0/boot.sh").content
+    stream = base64.b64decode(lt["userData"], validate=True)
+    assert stream.startswith(b"\x1f\x8b"), "gzip, which cloud-init decompresses itself"
+    assert gzip.decompress(stream).decode() == plan.file("workers/gpu-0/boot.sh").content
+    assert mocks.decode_user_data(lt["userData"]) == plan.file("workers/gpu-0/boot.sh").content
     tagged = {spec["resourceType"]: spec["tags"]["Worker"] for spec in lt["tagSpecifications"]}
     assert tagged == {"instance": "gpu-0", "volume": "gpu-0"}
+
+
+def test_user_data_encoding_is_deterministic():
+    """A changed user data is a new template version, which replaces the worker:
+    the same boot script must always give the same bytes (no name, mtime 0, OS
+    byte 255 whatever the Python version)."""
+    text = "#!/bin/bash\necho worker\n" * 50
+    encoded = encode_user_data(text)
+    assert encode_user_data(text) == encoded
+    stream = base64.b64decode(encoded, validate=True)
+    assert stream[:4] == b"\x1f\x8b\x08\x00", "deflate, no flags (no file name, no comment)"
+    assert stream[4:8] == b"\x00\x00\x00\x00", "mtime 0"
+    assert stream[8:10] == b"\x02\xff", "best compression, OS unknown"
+    assert gzip.decompress(stream).decode() == text
+    assert mocks.decode_user_data(encoded) == text
 
 
 def test_ami_override_and_its_root_device(monkeypatch, run_program):
@@ -212,10 +231,21 @@ def test_activity_agent_and_its_timer(dev_plan):
     files = boot_files(dev_plan.file("workers/gpu-0/boot.sh").content)
     agent = files["/usr/local/sbin/hybrid-llm-activity"]
     assert 'NAMESPACE="HybridLLM"' in agent
-    assert '"MetricName\\":\\"Activity\\"' in agent and '"MetricName\\":\\"GpuUtilization\\"' in agent
-    assert "/api/ps" in agent and "nvidia-smi --query-gpu=utilization.gpu" in agent
+    for metric in ("Activity", "Ready", "GpuUtilization"):
+        assert f"datum {metric} " in agent
+    assert "/api/ps" not in agent, "a loaded model is not work (DESIGN decision 6)"
+    assert "/api/version" in agent and "nvidia-smi --query-gpu=utilization.gpu" in agent
+    # At second 0 of every minute, so a run describes the minute it starts in.
     timer = unit(dev_plan, "gpu-0", "hybrid-llm-activity.timer")["Timer"]
-    assert timer["OnUnitActiveSec"] == "1min"
+    assert timer == {"OnCalendar": "*-*-* *:*:00", "AccuracySec": "1s"}
+    service = unit(dev_plan, "gpu-0", "hybrid-llm-activity.service")
+    assert service["Service"]["Type"] == "oneshot"
+    assert service["Service"]["ExecStart"] == "/usr/local/sbin/hybrid-llm-activity"
+    # A oneshot has no start timeout unless given one; a run must end before the next.
+    assert service["Service"]["TimeoutStartSec"] == "57s"
+    # Not ordered after k3s: its start (Type=notify) can take minutes, and every
+    # minute from boot needs its point (Ready 0 until Ollama answers).
+    assert "After" not in service["Unit"]
 
 
 def test_role_reads_only_own_parameters_and_publishes_only_its_namespace(run_program):

@@ -5,6 +5,7 @@ Nebula wait, a loop device for the model volume)."""
 from __future__ import annotations
 
 import base64
+import gzip
 import ipaddress
 import re
 import subprocess
@@ -57,13 +58,33 @@ def plan():
 
 
 def user_data(plan) -> dict[str, str]:
-    """What each instance receives as user data, decoded."""
+    """What each instance's cloud-init reads as user data: base64 decoded and, for
+    a worker, gunzipped. Each is a script, never compressed bytes that a check
+    below would silently find nothing in."""
     out = {}
     for instance in plan.of_type("aws:ec2/instance:Instance"):
         if "userData" in instance.inputs:
             out[instance.name] = instance.inputs["userData"]
     for lt in plan.of_type("aws:ec2/launchTemplate:LaunchTemplate"):
         out[lt.name] = mocks.decode_user_data(lt.inputs["userData"])
+    for name, text in out.items():
+        assert text.startswith("#!/bin/bash\n"), f"{name}: user data not decoded to a script"
+    return out
+
+
+def user_data_bytes(plan) -> dict[str, tuple[bytes, str]]:
+    """Per host: the bytes EC2 counts against its limit (a launch template's user
+    data after base64 decoding, an instance's text) and the published boot script
+    they must unpack to."""
+    out = {}
+    for instance in plan.of_type("aws:ec2/instance:Instance"):
+        if "userData" in instance.inputs:
+            assert instance.name == "hybrid-llm-dev-lighthouse-instance"
+            out[instance.name] = (instance.inputs["userData"].encode(), plan.file("lighthouse/boot.sh").content)
+    for lt in plan.of_type("aws:ec2/launchTemplate:LaunchTemplate"):
+        host = {spec["resourceType"]: spec["tags"]["Worker"] for spec in lt.plain()["tagSpecifications"]}["instance"]
+        out[lt.name] = (base64.b64decode(lt.inputs["userData"], validate=True),
+                        plan.file(f"workers/{host}/boot.sh").content)
     return out
 
 
@@ -86,8 +107,18 @@ def test_there_is_user_data_for_every_host(plan):
 
 
 def test_user_data_fits_the_ec2_limit(plan):
-    for name, text in user_data(plan).items():
-        assert len(text.encode()) <= 16384, f"{name}: EC2 accepts at most 16 KiB of user data"
+    """EC2 limits user data to 16384 bytes before base64: for a worker that is the
+    gzip stream (gpu_worker.encode_user_data), which cloud-init decompresses, so
+    it must unpack to exactly the published boot script."""
+    found = user_data_bytes(plan)
+    assert set(found) == set(user_data(plan))
+    for name, (data, boot_script) in found.items():
+        assert len(data) <= 16384, f"{name}: EC2 accepts at most 16 KiB of user data, got {len(data)}"
+        if name.endswith("-lt"):
+            assert data.startswith(b"\x1f\x8b"), f"{name}: the worker's user data is gzip"
+            assert gzip.decompress(data).decode() == boot_script, name
+        else:
+            assert data.decode() == boot_script, name
 
 
 def test_every_script_passes_shellcheck(plan, tmp_path):

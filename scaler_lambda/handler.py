@@ -1,6 +1,6 @@
 """The scaler Lambda's entry point: read the environment, gather each worker's
-state and activity with boto3, let `decision.decide` judge, act, and log one JSON
-line per decision.
+state, activity and readiness with boto3, let `decision.decide` judge, act, and
+log one JSON line per decision (with the ready minute, when one was seen).
 
 Each worker is handled on its own (its own DescribeInstances, GetMetricData and
 StopInstances), so an API failure on one is reported in the result and never
@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from functools import cache
 from typing import Any, Callable, Mapping, Optional
 
@@ -22,11 +22,17 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from scaler_lambda.decision import NONE, STOP, Decision, Settings, decide, window
+from scaler_lambda.decision import (MAX_RUN_HOURS, NOT_READY_MINUTES, NONE, STOP, Decision, Settings,
+                                    decide, floor_minute, window)
 
 _BOTO_CONFIG = Config(retries={"mode": "standard", "max_attempts": 5},
                       connect_timeout=5, read_timeout=10)
 PERIOD_SECONDS = 60
+READY_LOOKBACK = timedelta(days=14)
+"""CloudWatch answers a 60 s period only for the last 15 days (older start times
+return no data at all). Ready stays 1 every minute once Ollama has answered, so a
+ready minute older than this still shows as the first point in range, long past
+its grace."""
 
 
 class EnvError(ValueError):
@@ -39,6 +45,7 @@ class Env:
     settings: Settings
     namespace: str
     metric_name: str
+    ready_metric_name: str
     hibernate: bool
 
 
@@ -66,9 +73,11 @@ def read_env(environ: Mapping[str, str]) -> Env:
     return Env(
         instance_ids=ids,
         settings=Settings(idle_minutes=_whole(environ, "IDLE_MINUTES", None, 1),
-                          max_run_hours=_whole(environ, "MAX_RUN_HOURS", "0", 0)),
+                          max_run_hours=_whole(environ, "MAX_RUN_HOURS", str(MAX_RUN_HOURS), 0),
+                          not_ready_minutes=_whole(environ, "NOT_READY_MINUTES", str(NOT_READY_MINUTES), 1)),
         namespace=environ.get("METRIC_NAMESPACE") or "HybridLLM",
         metric_name=environ.get("METRIC_NAME") or "Activity",
+        ready_metric_name=environ.get("READY_METRIC_NAME") or "Ready",
         hibernate=hibernate == "true",
     )
 
@@ -78,30 +87,47 @@ def client(service: str) -> Any:
     return boto3.client(service, config=_BOTO_CONFIG)
 
 
-def activity(cloudwatch: Any, env: Env, instance_id: str, now: datetime) -> dict[datetime, float]:
-    """The largest Activity value of each minute in the decision window."""
-    start, end = window(now, env.settings.idle_minutes)
-    points: dict[datetime, float] = {}
+def query_start(env: Env, launch: datetime, now: datetime) -> datetime:
+    """Where the metric query begins: the last start (the ready minute, and the
+    minutes a late window reaches back to, may be older than the window) or the
+    window when that is earlier, bounded by `maxRunHours` (a worker up longer is
+    stopped whatever its points) and by READY_LOOKBACK."""
+    since = floor_minute(launch)
+    if env.settings.max_run_hours:
+        since = max(since, floor_minute(now) - timedelta(hours=env.settings.max_run_hours))
+    since = max(since, floor_minute(now) - READY_LOOKBACK)
+    return min(since, window(now, env.settings.idle_minutes)[0])
+
+
+def metrics(cloudwatch: Any, env: Env, instance_id: str, launch: datetime,
+            now: datetime) -> tuple[dict[datetime, float], dict[datetime, float]]:
+    """The largest Activity and Ready value of each minute from `query_start` to
+    the end of the window: one GetMetricData call with two queries, paginated."""
+    series: dict[str, dict[datetime, float]] = {"activity": {}, "ready": {}}
+
+    def query(query_id: str, metric_name: str) -> dict[str, Any]:
+        return {
+            "Id": query_id,
+            "MetricStat": {
+                "Metric": {"Namespace": env.namespace, "MetricName": metric_name,
+                           "Dimensions": [{"Name": "InstanceId", "Value": instance_id}]},
+                "Period": PERIOD_SECONDS, "Stat": "Maximum",
+            },
+            "ReturnData": True,
+        }
+
+    queries = [query("activity", env.metric_name), query("ready", env.ready_metric_name)]
+    span = {"StartTime": query_start(env, launch, now), "EndTime": window(now, env.settings.idle_minutes)[1]}
     kwargs: dict[str, Any] = {}
     while True:
-        page = cloudwatch.get_metric_data(
-            MetricDataQueries=[{
-                "Id": "activity",
-                "MetricStat": {
-                    "Metric": {"Namespace": env.namespace, "MetricName": env.metric_name,
-                               "Dimensions": [{"Name": "InstanceId", "Value": instance_id}]},
-                    "Period": PERIOD_SECONDS, "Stat": "Maximum",
-                },
-                "ReturnData": True,
-            }],
-            StartTime=start, EndTime=end, **kwargs,
-        )
+        page = cloudwatch.get_metric_data(MetricDataQueries=queries, **span, **kwargs)
         for result in page["MetricDataResults"]:
+            points = series[result["Id"]]
             for stamp, value in zip(result["Timestamps"], result["Values"]):
                 stamp = stamp if stamp.tzinfo else stamp.replace(tzinfo=timezone.utc)
                 points[stamp] = max(value, points.get(stamp, value))
         if not page.get("NextToken"):
-            return points
+            return series["activity"], series["ready"]
         kwargs = {"NextToken": page["NextToken"]}
 
 
@@ -130,9 +156,10 @@ def decide_one(ec2: Any, cloudwatch: Any, env: Env, instance_id: str, now: datet
     launch = launch if launch.tzinfo else launch.replace(tzinfo=timezone.utc)
     state = instance["State"]["Name"]
     # Metrics matter only for a running worker; the others are never acted on.
-    points = activity(cloudwatch, env, instance_id, now) if state == "running" else {}
-    verdict: Decision = decide(state, launch, points, now, env.settings)
-    entry = {"instance_id": instance_id, "action": verdict.action, "reason": verdict.reason}
+    activity, ready = metrics(cloudwatch, env, instance_id, launch, now) if state == "running" else ({}, {})
+    verdict: Decision = decide(state, launch, activity, ready, now, env.settings)
+    entry = {"instance_id": instance_id, "action": verdict.action, "reason": verdict.reason,
+             "ready_at": verdict.ready_at.isoformat() if verdict.ready_at else None}
     if state == "stopped" and interrupted(instance):
         entry["reason"] += ("; stopped by a spot interruption: only EC2 restarts it, when capacity "
                             "returns (StartInstances is refused until then)")

@@ -61,7 +61,8 @@ def test_defaults_give_the_documented_values():
     assert cfg.availability_zone is None
     assert (cfg.lighthouse_instance_type, cfg.gpu_instance_type) == ("t4g.nano", "g4dn.xlarge")
     assert cfg.gpu_spot is True and cfg.gpu_workers == 1
-    assert cfg.model_volume_gib == 100 and cfg.idle_minutes == 15
+    assert cfg.model_volume_gib == 100 and cfg.idle_minutes == 10
+    assert cfg.max_run_hours == 24 and cfg.scaler_schedule == "rate(1 minute)"
     assert len(cfg.models) == 1
     assert cfg.homelab_kubeconfig is None
     assert cfg.homelab_pod_cidr is None and cfg.homelab_service_cidr is None
@@ -203,6 +204,12 @@ def test_malformed_instance_type(run_program):
 def test_non_positive_sizes_counts_and_timeouts(run_program, key, value):
     message = _error(run_program, {f"hybrid-llm:{key}": value})
     assert message.startswith(f"hybrid-llm:{key}:") and "greater than 0" in message
+
+
+def test_max_run_hours_zero_turns_the_backstop_off(run_program):
+    assert _parse({"hybrid-llm:maxRunHours": "0"}).max_run_hours == 0
+    message = _error(run_program, {"hybrid-llm:maxRunHours": "-1"})
+    assert message.startswith("hybrid-llm:maxRunHours:") and "0 (off)" in message
 
 
 def test_non_numeric_integer(run_program):

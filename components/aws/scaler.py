@@ -1,5 +1,6 @@
 """Scale to zero: a Lambda on an EventBridge schedule stops each GPU worker that
-has been idle for `idleMinutes` (rules in scaler_lambda/decision.py).
+has had no work for `idleMinutes` since it was last ready, one that never became
+ready, and one up `maxRunHours` (rules in scaler_lambda/decision.py).
 
 Why it is shaped this way:
 - The function's name is set, so its log group `/aws/lambda/<name>` is declared
@@ -7,6 +8,7 @@ Why it is shaped this way:
   stack's (destroy removes it) and the role may write to it and nothing else.
 - The role may stop exactly the workers it is given; DescribeInstances and
   GetMetricData are read actions without resource-level permissions, so `*`.
+  The function reads two metrics of each running worker, `Activity` and `Ready`.
 - No reserved concurrency: AWS keeps a minimum of unreserved concurrency (100, or
   10 and 50 on new accounts whose quota is that low), so reserving even 1 fails
   there, and it would fail after the workers exist. None is needed: each pass
@@ -30,12 +32,14 @@ import pulumi_aws as aws
 
 from components.generated import publish
 from components.aws.gpu_worker import METRIC_NAMESPACE
+from scaler_lambda.decision import MAX_RUN_HOURS, NOT_READY_MINUTES
 
 CODE_DIR = Path(__file__).resolve().parents[2] / "scaler_lambda"
 CODE_FILES = ("__init__.py", "decision.py", "handler.py")
 RUNTIME = "python3.13"
 HANDLER = "scaler_lambda.handler.handler"
 METRIC_NAME = "Activity"
+READY_METRIC_NAME = "Ready"
 ERROR_METRIC = "ScalerWorkerErrors"
 # Matches the handler's decision lines for a worker it could not decide or stop.
 ERROR_PATTERN = '{ $.level = "ERROR" }'
@@ -79,8 +83,10 @@ class ScalerArgs:
     idle_minutes: int
     schedule: str
     """EventBridge schedule expression, e.g. rate(1 minute)."""
-    max_run_hours: int = 0
+    max_run_hours: int = MAX_RUN_HOURS
     """0 turns the backstop off."""
+    not_ready_minutes: int = NOT_READY_MINUTES
+    """A worker whose Ollama has not answered this long after a start is stopped."""
     hibernate: bool = False
     name_prefix: Optional[str] = None
     """Physical function name is `<name_prefix>-scaler`; defaults to the component name."""
@@ -125,7 +131,7 @@ class Scaler(pulumi.ComponentResource):
         function = aws.lambda_.Function(
             f"{name}-function",
             name=function_name,
-            description="hybrid-llm: stop GPU workers idle for idleMinutes",
+            description="hybrid-llm: stop GPU workers with no work for idleMinutes",
             runtime=RUNTIME, architectures=["arm64"], handler=HANDLER,
             code=code_archive(), role=role.arn,
             timeout=60, memory_size=128,
@@ -133,9 +139,11 @@ class Scaler(pulumi.ComponentResource):
                 "GPU_INSTANCE_IDS": pulumi.Output.all(*args.instance_ids).apply(",".join),
                 "IDLE_MINUTES": str(args.idle_minutes),
                 "MAX_RUN_HOURS": str(args.max_run_hours),
+                "NOT_READY_MINUTES": str(args.not_ready_minutes),
                 "HIBERNATE": "true" if args.hibernate else "false",
                 "METRIC_NAMESPACE": METRIC_NAMESPACE,
                 "METRIC_NAME": METRIC_NAME,
+                "READY_METRIC_NAME": READY_METRIC_NAME,
             }),
             logging_config=aws.lambda_.FunctionLoggingConfigArgs(log_format="Text", log_group=log_group.name),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[log_group, policy]),

@@ -102,8 +102,20 @@ def test_environment_contract_follows_config():
     plan = plan_with(idleMinutes="25", maxRunHours="6")
     variables = function(plan).plain()["environment"]["variables"]
     assert variables == {"GPU_INSTANCE_IDS": ",".join(WORKER_IDS), "IDLE_MINUTES": "25",
-                         "MAX_RUN_HOURS": "6", "HIBERNATE": "false",
-                         "METRIC_NAMESPACE": "HybridLLM", "METRIC_NAME": "Activity"}
+                         "MAX_RUN_HOURS": "6", "NOT_READY_MINUTES": "30", "HIBERNATE": "false",
+                         "METRIC_NAMESPACE": "HybridLLM", "METRIC_NAME": "Activity",
+                         "READY_METRIC_NAME": "Ready"}
+
+
+def test_the_environment_it_sets_is_the_one_the_handler_reads(plan):
+    """Every variable parses, and the settings match the stack's config."""
+    from scaler_lambda import handler
+
+    env = handler.read_env(function(plan).plain()["environment"]["variables"])
+    config = harness.stack_config("dev")
+    assert env.settings.idle_minutes == int(config["hybrid-llm:idleMinutes"])
+    assert env.settings.max_run_hours == int(config["hybrid-llm:maxRunHours"]) > 0
+    assert (env.metric_name, env.ready_metric_name) == ("Activity", "Ready")
 
 
 def test_schedule_from_config_and_permission_scoped_to_the_rule():

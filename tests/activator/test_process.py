@@ -41,28 +41,13 @@ def test_a_held_request_starts_the_instance_and_is_served(moto_server: str, tmp_
     ec2 = boto3.client("ec2", endpoint_url=moto_server, region_name="us-east-1",
                        aws_access_key_id="testing", aws_secret_access_key="testing")
     instance_id = launch(ec2)
-    port = free_port()
     backend_port = free_port()
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("ACTIVATOR_", "AWS_")) and k.lower() not in ("http_proxy", "https_proxy")}
-    env.update(CREDENTIALS, AWS_ENDPOINT_URL=moto_server, NO_PROXY=LOOPBACK, HOME=str(tmp_path),
-               ACTIVATOR_BACKEND=f"http://{LOOPBACK}:{backend_port}", ACTIVATOR_INSTANCE_IDS=instance_id,
-               ACTIVATOR_HOST=LOOPBACK, ACTIVATOR_PORT=str(port), ACTIVATOR_WATCH_PODS="false",
-               ACTIVATOR_HOLD_SECONDS="30", ACTIVATOR_POLL_SECONDS="0.1")
-    log = (tmp_path / "stdout").open("w+")
-    process = subprocess.Popen([sys.executable, "-m", "activator"], cwd=ROOT, env=env, stdout=log,
-                               stderr=subprocess.PIPE, text=True)
+    process, port = _start(moto_server, tmp_path, backend_port, instance_id, ACTIVATOR_HOLD_SECONDS="30")
     try:
         status, body, state_when_served = run(_scenario(ec2, instance_id, port, backend_port), limit=45)
-        process.send_signal(signal.SIGTERM)
-        code = process.wait(timeout=30)
-        stderr = process.stderr.read() if process.stderr else ""
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    log.seek(0)
-    output = log.read()
+        code, stderr = _stop(process)
+    output = (tmp_path / "stdout").read_text()
     assert (status, body["response"]) == (200, "hello")
     assert state_when_served == "running" == state_of(ec2, instance_id)
     assert code == 0 and "Traceback" not in stderr, stderr
@@ -73,13 +58,7 @@ async def _scenario(ec2: Any, instance_id: str, port: int, backend_port: int) ->
     url = f"http://{LOOPBACK}:{port}"
     backend = FakeOllama(backend_port)
     async with aiohttp.ClientSession() as session:
-        for _ in range(300):  # the process is listening once /healthz answers
-            try:
-                async with session.get(url + "/healthz") as reply:
-                    if reply.status == 200:
-                        break
-            except aiohttp.ClientConnectionError:
-                await asyncio.sleep(0.05)
+        await _listening(session, url)
         request = asyncio.ensure_future(session.post(url + "/api/generate",
                                                      json={"model": "m", "prompt": "p", "stream": False}))
         for _ in range(400):  # bring "Ollama" up only once the activator has started the instance
@@ -96,6 +75,8 @@ async def _scenario(ec2: Any, instance_id: str, port: int, backend_port: int) ->
 
 
 def _start(moto_server: str, tmp_path: Path, backend_port: int, instance_id: str, **extra: str) -> tuple[Any, int]:
+    """`python -m activator` against moto's server and a backend port on loopback;
+    its stdout goes to tmp_path/stdout."""
     port = free_port()
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("ACTIVATOR_", "AWS_")) and k.lower() not in ("http_proxy", "https_proxy")}
@@ -121,6 +102,7 @@ def _stop(process: Any) -> tuple[int, str]:
 
 
 async def _listening(session: aiohttp.ClientSession, url: str) -> None:
+    """The process is listening once /healthz answers."""
     for _ in range(300):
         try:
             async with session.get(url + "/healthz") as reply:

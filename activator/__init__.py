@@ -14,6 +14,7 @@ Environment (a malformed value stops it at start: one line on stderr, exit 2):
   ACTIVATOR_FIRST_BYTE_SECONDS   how long a GPU request may wait for Ollama's first
                            byte (600): a model load plus a whole non-streamed answer
   ACTIVATOR_STREAM_IDLE_SECONDS  how long a started answer may send nothing (120)
+  ACTIVATOR_SHUTDOWN_SECONDS  at SIGTERM, how long answers in flight may go on (50)
   ACTIVATOR_MODELS         comma-separated models the stack pulls (none): the model
                            lists answered while the worker sleeps
   ACTIVATOR_OLLAMA_VERSION what /api/version answers while the worker sleeps, before

@@ -1,6 +1,9 @@
 """The activator's own endpoints, beside Ollama's API: `GET /healthz`,
 `GET /metrics` and `POST /hybrid-llm/wake` (a prefix Ollama does not use).
 
+`/healthz` answers 200 whatever the worker's state, and 503 once a background
+loop has failed for good (supervisor.py), so that Kubernetes restarts the pod.
+
 The explicit wake is for a person or an automation that wants the GPU warm
 before the first prompt (reads never wake it, DESIGN decision 12). It starts the
 proxy's worker and answers at once with its state: 200 when Ollama already
@@ -20,6 +23,7 @@ from activator.activity import Activity
 from activator.awake import Awake
 from activator.metrics import Metrics
 from activator.settings import Settings
+from activator.supervisor import Supervisor
 from activator.waker import Waker
 
 WAKE_PATH = "/hybrid-llm/wake"
@@ -28,11 +32,14 @@ WAKE_ANSWER_SECONDS = 5.0
 
 
 def routes(settings: Settings, waker: Waker, awake: Awake, activity: Activity,
-           metrics: Metrics) -> web.RouteTableDef:
+           metrics: Metrics, supervisor: Supervisor) -> web.RouteTableDef:
     table = web.RouteTableDef()
 
     @table.get("/healthz")
     async def healthz(request: web.Request) -> web.Response:
+        if not supervisor.healthy:
+            failed = "; ".join(f"{name}: {error}" for name, error in sorted(supervisor.failed.items()))
+            return web.Response(status=503, text=f"background loop failed for good: {failed}\n")
         return web.Response(text="ok\n")
 
     table.get("/metrics")(metrics.handle)

@@ -7,6 +7,12 @@ its hold began plus `hold_seconds`), so a request is never cut before its hold
 ends, and each new request extends the task's deadline. The answer is a
 `Verdict`: ready (replay the request) or a one-line reason for a 503.
 
+A worker that stops while requests wait (a spot interruption, `maxRunHours`, a
+person, the scaler racing the hold) is seen within `restart_check_seconds` and
+started again, at most `max_restarts` times a hold; never one that EC2 stopped for
+a spot interruption or that the scaler stopped because its Ollama never answered
+(waker.py), which answers the held requests at once with that reason.
+
 At most `max_held` requests wait at once; one more gets its 503 at once. A held
 request is not work (activity.py): it never keeps a running worker alive, so a
 worker whose Ollama never answers is still stopped by the scaler. A client that
@@ -19,6 +25,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Awaitable, Callable, Optional
 
 from activator.metrics import Metrics
@@ -86,11 +93,28 @@ class Hold:
 
     async def _run(self) -> Verdict:
         wake = self._waker.wake("held request")
+        began = datetime.now(timezone.utc)
+        restarts = 0
+        next_look = self._clock() + self._settings.restart_check_seconds
         try:
             while not self._closing.is_set():
                 if await self._probe():
                     log.info("backend ready; releasing %d held request(s)", self.held)
                     return Verdict(True)
+                if wake.done() and wake.result().failure is None and self._clock() >= next_look:
+                    # Started, yet not up: a spot interruption, maxRunHours, a person or
+                    # the scaler may have stopped it since. Look, and start it again.
+                    next_look = self._clock() + self._settings.restart_check_seconds
+                    if await self._stopped_since():
+                        if restarts >= self._settings.max_restarts:
+                            return Verdict(False, f"worker {self._waker.instance_id} stopped again during the "
+                                                  f"hold after {restarts} restart(s); not starting it again",
+                                           self._settings.retry_after_seconds)
+                        restarts += 1
+                        log.warning("worker %s stopped during the hold: starting it again (%d of %d)",
+                                    self._waker.instance_id, restarts, self._settings.max_restarts)
+                        wake = self._waker.wake("held request, worker stopped during the hold",
+                                                restart_since=began)
                 if wake.done():
                     failure = wake.result().failure
                     if failure is not None and not failure.retryable:
@@ -110,6 +134,16 @@ class Hold:
             log.exception("hold failed")
             return Verdict(False, f"activator error while holding: {type(err).__name__}",
                            self._settings.retry_after_seconds)
+
+    async def _stopped_since(self) -> bool:
+        """Whether the worker is stopping or stopped now (one DescribeInstances)."""
+        try:
+            instance = await self._waker.describe()
+        except Exception as err:  # a failed look is no reason to give up the hold
+            log.warning("worker %s: could not read its state during the hold (%s)", self._waker.instance_id,
+                        type(err).__name__)
+            return False
+        return instance["State"]["Name"] in ("stopping", "stopped")
 
     def _ran_out(self) -> Verdict:
         waker, hold = self._waker, self._settings.hold_seconds

@@ -44,6 +44,7 @@ from activator.activity import Activity
 from activator.awake import Awake
 from activator.hold import Hold, Verdict
 from activator.metrics import Metrics
+from activator.present import Presence, requested_model
 from activator.settings import Settings
 
 log = logging.getLogger("activator.proxy")
@@ -92,6 +93,22 @@ async def probe(session: aiohttp.ClientSession, settings: Settings) -> bool:
             return reply.status == 200
     except (aiohttp.ClientError, asyncio.TimeoutError):
         return False
+
+
+async def list_models(session: aiohttp.ClientSession, settings: Settings) -> Optional[set[str]]:
+    """The models `GET /api/tags` lists now (by name and model), or None when it does not answer."""
+    limit = aiohttp.ClientTimeout(total=settings.connect_timeout + settings.poll_seconds)
+    try:
+        async with session.get(settings.backend + "/api/tags", timeout=limit, headers={"Accept-Encoding": "identity"},
+                               trace_request_ctx=Sending(None, bodiless=True)) as reply:
+            if reply.status != 200:
+                return None
+            listing = await reply.json(content_type=None)
+    except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
+        return None
+    models = listing.get("models") if isinstance(listing, dict) else None
+    return {reads.full_name(m[key]) for m in models or [] if isinstance(m, dict)
+            for key in ("name", "model") if isinstance(m.get(key), str) and m[key]}
 
 
 class Sending:
@@ -170,8 +187,9 @@ def _copy_headers(upstream: aiohttp.ClientResponse, response: web.StreamResponse
 
 class Proxy:
     def __init__(self, settings: Settings, session: aiohttp.ClientSession, hold: Hold,
-                 activity: Activity, awake: Awake, metrics: Metrics) -> None:
+                 activity: Activity, awake: Awake, metrics: Metrics, presence: Presence) -> None:
         self._settings = settings
+        self._presence = presence
         self._session = session
         self._hold = hold
         self._activity = activity
@@ -279,6 +297,11 @@ class Proxy:
             verdict = await self._hold.wait(deadline)
             if not verdict.ready:
                 return unavailable(verdict)
+            model = requested_model(body)
+            if self._presence.must_wait_for(model) and not await self._presence.wait(model, deadline):
+                return unavailable(Verdict(False, f"Ollama answers, but {model} did not arrive on the worker "
+                                                  f"within the {self._settings.hold_seconds:g}s hold",
+                                           self._settings.retry_after_seconds))
             released, quick = True, 0
 
     def _hold_needed(self) -> bool:

@@ -18,8 +18,10 @@ from activator.awake import Awake
 from activator.hold import Hold
 from activator.metrics import Metrics
 from activator.podwatch import PodWatch
-from activator.proxy import Proxy, backend_session, build_app, probe
+from activator.present import Presence
+from activator.proxy import Proxy, backend_session, build_app, list_models, probe
 from activator.settings import Settings
+from activator.supervisor import Supervisor
 from activator.waker import Wakers
 
 log = logging.getLogger("activator")
@@ -29,6 +31,7 @@ class Activator:
     def __init__(self, settings: Settings, ec2: Any, cloudwatch: Any, core_api: Any = None) -> None:
         self.settings = settings
         self.metrics = Metrics()
+        self.supervisor = Supervisor()
         self.activity = Activity(cloudwatch, settings)
         self.wakers = Wakers(ec2, settings, metrics=self.metrics, on_started=self._started)
         self._core_api = core_api
@@ -51,8 +54,10 @@ class Activator:
         waker = self.wakers[s.proxy_instance_id]
         self.hold = Hold(s, waker, self.awake.check, metrics=self.metrics)
         self.metrics.track(lambda: self.activity.in_flight, lambda: self.hold.held if self.hold else 0)
-        proxy = Proxy(s, self._session, self.hold, self.activity, self.awake, self.metrics)
-        own = control.routes(s, waker, self.awake, self.activity, self.metrics)
+        presence = Presence(s.models, functools.partial(list_models, self._session, s), s.poll_seconds,
+                            asyncio.get_running_loop().time)
+        proxy = Proxy(s, self._session, self.hold, self.activity, self.awake, self.metrics, presence)
+        own = control.routes(s, waker, self.awake, self.activity, self.metrics, self.supervisor)
         # handler_cancellation: a client that hangs up ends its request (and its work) at once.
         self._runner = web.AppRunner(build_app(proxy, own), access_log=None, handle_signals=False,
                                      shutdown_timeout=s.shutdown_seconds, handler_cancellation=True)
@@ -66,11 +71,12 @@ class Activator:
             await self._session.close()
             raise
         loop = asyncio.get_running_loop()
-        self._tasks.append(loop.create_task(self.activity.run()))
-        self._tasks.append(loop.create_task(self.awake.run()))
+        keep = self.supervisor.keep
+        self._tasks.append(loop.create_task(keep("activity publishing", self.activity.run)))
+        self._tasks.append(loop.create_task(keep("Ollama liveness probe", self.awake.run)))
         if self._core_api is not None:
             self.podwatch = PodWatch(self._core_api, self.wakers, s)
-            self._tasks.append(loop.create_task(self.podwatch.run()))
+            self._tasks.append(loop.create_task(keep("pod watch", self.podwatch.run)))
         host, port = self._runner.addresses[0][:2]
         return f"http://{host}:{port}"
 

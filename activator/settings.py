@@ -61,7 +61,9 @@ class Settings:
     """`Retry-After` of a 503 when the hold ran out (the worker is still coming)."""
     failed_retry_after_seconds: int = 300
     """`Retry-After` of a prompt 503 (an operator must act first)."""
-    shutdown_seconds: float = 10.0
+    shutdown_seconds: float = 50.0
+    """At SIGTERM, how long answers in flight may go on before they are cut (held
+    requests get their 503 at once and retry on the other replica)."""
     models: tuple[str, ...] = ()
     """The models the stack pulls (config `models`): what a read of the model
     lists is answered with while the worker sleeps and no answer was seen yet."""
@@ -75,6 +77,13 @@ class Settings:
     the volume plus a whole `stream: false` generation, which sends nothing until done."""
     stream_idle_seconds: float = 120.0
     """How long a started answer may send nothing before it is ended."""
+    restart_check_seconds: float = 15.0
+    """While requests are held and the worker was started, how often its EC2 state is
+    read to see whether it stopped again."""
+    max_restarts: int = 2
+    """Starts of a worker that stopped during one hold, after the first: a cold start
+    takes minutes, so a hold has room for about two more; past them the stops are a
+    fault for a person to see, not a race to win."""
     liveness_seconds: float = 15.0
     """How often the activator probes `GET /api/version` on its own, so it knows
     whether Ollama answers without an AWS call or a client's request."""
@@ -205,5 +214,6 @@ def from_env(environ: Mapping[str, str]) -> Settings:
         max_held=_whole(environ, "ACTIVATOR_MAX_HELD", defaults.max_held),
         first_byte_seconds=_number(environ, "ACTIVATOR_FIRST_BYTE_SECONDS", defaults.first_byte_seconds),
         stream_idle_seconds=_number(environ, "ACTIVATOR_STREAM_IDLE_SECONDS", defaults.stream_idle_seconds),
+        shutdown_seconds=_number(environ, "ACTIVATOR_SHUTDOWN_SECONDS", defaults.shutdown_seconds),
     )
 

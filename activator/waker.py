@@ -3,7 +3,12 @@
 Every caller (held requests, pending pods) shares one task per worker, so a
 hundred waiting requests cost one DescribeInstances and at most one
 StartInstances. The task reads the state first: `stopped` is started, `stopping`
-is waited out and then started, `pending`/`running` need nothing.
+is waited out and then started, `pending`/`running` need nothing. Two stopped
+workers are not started: one EC2 stopped for a spot interruption (only EC2 may
+restart it; StartInstances would be refused), and, when a hold starts it again
+after it stopped mid-hold, one the scaler stopped because its Ollama never
+answered (the scaler's `hybrid-llm:stop-reason` tag, newer than the hold):
+starting it again would bill another 30 minutes for the same fault.
 
 AWS failures are answers, not hangs. Each is logged in one line with its error
 code and classified: a non-retryable one (wrong id, no permission, a spot
@@ -22,6 +27,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from typing import Any, Awaitable, Callable, Optional
 
 from botocore.config import Config
@@ -32,6 +38,12 @@ from activator.metrics import Metrics
 from activator.settings import Settings
 
 log = logging.getLogger("activator.waker")
+
+# scaler_lambda/handler.py STOP_REASON_TAG: `<rule>@<UTC time>` of the scaler's last stop.
+STOP_REASON_TAG = "hybrid-llm:stop-reason"
+NEVER_READY = "never-ready"
+# StateReason codes of an instance that EC2 stopped for a spot interruption.
+SPOT_INTERRUPTION_CODES = ("Server.SpotInstanceShutdown", "Server.SpotInstanceTermination")
 
 EC2_CONFIG = Config(connect_timeout=5, read_timeout=10, retries={"mode": "standard", "max_attempts": 1})
 
@@ -57,6 +69,10 @@ ADVICE = {
     "InstanceTerminated": "the worker is gone; run pulumi up to recreate it and update "
                           "ACTIVATOR_INSTANCE_IDS",
     "InsufficientInstanceCapacity": "EC2 has no capacity for this instance type in the zone now",
+    "SpotInterrupted": "only EC2 restarts a worker stopped by a spot interruption, when capacity "
+                       "returns; wait, or run the worker on-demand (gpuSpot=false)",
+    "StoppedNeverReady": "the scaler stopped it because Ollama never answered after its start; "
+                         "see the scaler's log and the worker's k3s and Ollama pod before retrying",
 }
 DEFAULT_ADVICE = "an operator must act; see the activator's log"
 
@@ -103,6 +119,25 @@ def classify(err: BaseException) -> StartFailure:
     return StartFailure(type(err).__name__, _one_line(str(err)), retryable)
 
 
+def not_to_start(instance: dict[str, Any], restart_since: Optional[datetime]) -> Optional[StartFailure]:
+    """Why a stopped worker must not be started by the activator, or None."""
+    reason = (instance.get("StateReason") or {}).get("Code", "")
+    if reason in SPOT_INTERRUPTION_CODES:
+        return StartFailure("SpotInterrupted", f"EC2 stopped the worker for a spot interruption ({reason})", False)
+    if restart_since is None:
+        return None
+    tags = {t.get("Key"): t.get("Value", "") for t in instance.get("Tags") or []}
+    rule, _, stamp = tags.get(STOP_REASON_TAG, "").partition("@")
+    try:
+        stopped_at = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    except ValueError:
+        return None
+    if rule == NEVER_READY and stopped_at >= restart_since - timedelta(minutes=1):
+        return StartFailure("StoppedNeverReady", f"the scaler stopped it at {stamp}: Ollama never answered "
+                                                 f"after the start this hold made", False)
+    return None
+
+
 def backoff(attempt: int, base: float, cap: float) -> float:
     """Seconds before retry number `attempt` (0-based): base, 2*base, ... capped."""
     return min(cap, base * (2 ** min(attempt, 32)))
@@ -137,11 +172,13 @@ class Waker:
         """Someone still wants the worker until `until` (clock seconds): keep retrying."""
         self._deadline = max(self._deadline, until)
 
-    def wake(self, why: str) -> asyncio.Task[WakeResult]:
-        """The running wake task, or a new one if none is running."""
+    def wake(self, why: str, *, restart_since: Optional[datetime] = None) -> asyncio.Task[WakeResult]:
+        """The running wake task, or a new one if none is running. `restart_since`:
+        this wake starts again a worker that stopped during a hold begun then, so a
+        stop by the scaler for a never-ready Ollama after that moment is final."""
         self.extend(self._clock() + self._settings.hold_seconds)
         if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._run(why))
+            self._task = asyncio.get_running_loop().create_task(self._run(why, restart_since))
         return self._task
 
     @property
@@ -152,25 +189,31 @@ class Waker:
         method = getattr(self._ec2, operation)
         return await asyncio.to_thread(method, InstanceIds=[self.instance_id])
 
-    async def _state(self) -> str:
+    async def describe(self) -> dict[str, Any]:
+        """The instance as DescribeInstances shows it now."""
         reply = await self._call("describe_instances")
         instances = [i for r in reply.get("Reservations", []) for i in r.get("Instances", [])]
         if not instances:
             raise ClientError({"Error": {"Code": "InvalidInstanceID.NotFound",
                                          "Message": "DescribeInstances returned no instance"}},
                               "DescribeInstances")
-        return instances[0]["State"]["Name"]
+        self.last_state = instances[0]["State"]["Name"]
+        return instances[0]
 
-    async def _run(self, why: str) -> WakeResult:
+    async def _run(self, why: str, restart_since: Optional[datetime] = None) -> WakeResult:
         attempt = 0
         while True:
             try:
-                state = self.last_state = await self._state()
+                instance = await self.describe()
+                state = instance["State"]["Name"]
                 if state in ("pending", "running"):
                     log.info("worker %s is %s (%s): no start needed", self.instance_id, state, why)
                     self.last_failure = None
                     self._count("running")
                     return WakeResult(state)
+                refusal = not_to_start(instance, restart_since) if state == "stopped" else None
+                if refusal is not None:
+                    return self._give_up(refusal)
                 if state == "stopped":
                     reply = await self._call("start_instances")
                     now = reply["StartingInstances"][0]["CurrentState"]["Name"]

@@ -131,6 +131,11 @@ def metrics(cloudwatch: Any, env: Env, instance_id: str, launch: datetime,
         kwargs = {"NextToken": page["NextToken"]}
 
 
+# The tag each stop leaves on its worker: `<rule>@<UTC time>`. The activator reads it
+# (activator/waker.py, STOP_REASON_TAG) so that it never starts again, during the
+# same hold, a worker the scaler stopped because its Ollama never answered.
+STOP_REASON_TAG = "hybrid-llm:stop-reason"
+
 # StateReason codes of an instance that EC2 stopped for a spot interruption.
 SPOT_INTERRUPTION_CODES = ("Server.SpotInstanceShutdown", "Server.SpotInstanceTermination")
 
@@ -172,6 +177,12 @@ def decide_one(ec2: Any, cloudwatch: Any, env: Env, instance_id: str, now: datet
                     "error": _describe(err)}
         if kwargs.get("Hibernate"):
             entry["reason"] += "; hibernated"
+        rule = verdict.reason.split(":", 1)[0]
+        try:
+            ec2.create_tags(Resources=[instance_id], Tags=[
+                {"Key": STOP_REASON_TAG, "Value": f"{rule}@{now.astimezone(timezone.utc):%Y-%m-%dT%H:%M:%SZ}"}])
+        except (ClientError, BotoCoreError) as err:  # the stop happened; only the note is missing
+            entry["tag_error"] = _describe(err)
     return entry
 
 

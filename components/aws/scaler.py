@@ -58,14 +58,17 @@ def code_archive() -> pulumi.AssetArchive:
 
 
 def scaler_policy(instance_arns: Sequence[str], log_group_arn: str) -> dict:
-    """What the function may do: read instances and metrics, stop its workers,
-    write its own log group."""
+    """What the function may do: read instances and metrics, stop its workers and
+    tag them with the stop's reason, write its own log group."""
     return {
         "Version": "2012-10-17",
         "Statement": [
             {"Sid": "DescribeWorkers", "Effect": "Allow", "Action": ["ec2:DescribeInstances"],
              "Resource": "*"},
             {"Sid": "StopWorkers", "Effect": "Allow", "Action": ["ec2:StopInstances"],
+             "Resource": sorted(instance_arns)},
+            # The stop's reason, as a tag on the worker it stopped (handler.STOP_REASON_TAG).
+            {"Sid": "NoteStopReason", "Effect": "Allow", "Action": ["ec2:CreateTags"],
              "Resource": sorted(instance_arns)},
             {"Sid": "ReadActivity", "Effect": "Allow", "Action": ["cloudwatch:GetMetricData"],
              "Resource": "*"},

@@ -15,10 +15,16 @@ that cannot be scheduled, and reports activity to the scaler.
   (NamespaceOffloading `Remote`), so the activator cannot live there; Service
   `ollama` in `llm-inference` is an ExternalName for the activator's Service, so
   clients keep `ollama.llm-inference.svc.cluster.local:11434`.
-- One replica: one process starts a worker once however many requests wait.
-  Two would also be safe (DescribeInstances before StartInstances; a start of a
-  starting instance is a no-op), at the cost of a second wake per pod at worst.
-  Rolling updates keep it up (maxUnavailable 0).
+- Two replicas, spread over nodes when it can, with a PodDisruptionBudget of one
+  available, so a node drain never takes Ollama's only door away. Two activators
+  starting one worker is safe: each reads the state before it calls
+  StartInstances, and StartInstances on a pending or running instance changes
+  nothing; at worst a pod wakes a worker twice. Each keeps its own read cache and
+  held cap (256 each: together Ollama's own queue of 512). Rolling updates keep
+  both up (maxUnavailable 0). At SIGTERM a replica leaves the Service's endpoints
+  (a 5 s preStop pause lets kube-proxy catch up), answers its held requests 503
+  with Retry-After (the client's retry lands on the other replica), and gives
+  answers in flight SHUTDOWN_SECONDS; the pod's grace period covers both.
 - Least privilege: a ServiceAccount that may list and watch pods and nothing
   else; AWS credentials of an IAM user that may start only these workers
   (components/aws/activator_identity.py), from a Secret; a non-root, read-only
@@ -46,6 +52,9 @@ NAME = "activator"
 LABELS = {"app.kubernetes.io/name": NAME, "app.kubernetes.io/part-of": "hybrid-llm"}
 # Every hop in front of the activator (clients, ingress) must wait longer than this.
 HOLD_SECONDS = 300
+REPLICAS = 2
+SHUTDOWN_SECONDS = 50
+PRE_STOP_SECONDS = 5
 
 
 def code_files() -> dict[str, str]:
@@ -109,6 +118,7 @@ class Activator(pulumi.ComponentResource):
             "ACTIVATOR_MODELS": ",".join(args.models),
             "ACTIVATOR_OLLAMA_VERSION": versions.OLLAMA_APP_VERSION,
             "ACTIVATOR_WATCH_PODS": "true",
+            "ACTIVATOR_SHUTDOWN_SECONDS": str(SHUTDOWN_SECONDS),
             "AWS_REGION": args.region,
             "AWS_DEFAULT_REGION": args.region,
             "PYTHONPATH": "/deps:/app",
@@ -119,6 +129,11 @@ class Activator(pulumi.ComponentResource):
             spec=deployment_spec(account.metadata.name, code.metadata.name, credentials.metadata.name,
                                  environment, digest),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[namespace, *args.after]))
+        k8s.policy.v1.PodDisruptionBudget(
+            f"{name}-disruption-budget", metadata=meta(NAME),
+            spec=k8s.policy.v1.PodDisruptionBudgetSpecArgs(
+                min_available=1, selector=k8s.meta.v1.LabelSelectorArgs(match_labels={"app.kubernetes.io/name": NAME})),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[deployment]))
         service = k8s.core.v1.Service(
             f"{name}-service", metadata=meta(NAME),
             spec=k8s.core.v1.ServiceSpecArgs(
@@ -147,7 +162,7 @@ def deployment_spec(account: pulumi.Input[str], code: pulumi.Input[str], credent
     health = k8s.core.v1.HTTPGetActionArgs(path="/healthz", port=OLLAMA_PORT)
     env = [k8s.core.v1.EnvVarArgs(name=k, value=v) for k, v in environment.items()]
     return k8s.apps.v1.DeploymentSpecArgs(
-        replicas=1,
+        replicas=REPLICAS,
         selector=k8s.meta.v1.LabelSelectorArgs(match_labels={"app.kubernetes.io/name": NAME}),
         strategy=k8s.apps.v1.DeploymentStrategyArgs(
             type="RollingUpdate",
@@ -158,11 +173,15 @@ def deployment_spec(account: pulumi.Input[str], code: pulumi.Input[str], credent
                 service_account_name=account,
                 security_context=k8s.core.v1.PodSecurityContextArgs(
                     run_as_non_root=True, seccomp_profile=k8s.core.v1.SeccompProfileArgs(type="RuntimeDefault")),
-                # Held requests are answered (503) at SIGTERM; streams get a moment to end.
-                termination_grace_period_seconds=30,
+                # preStop pause, then answers in flight get SHUTDOWN_SECONDS, then a margin.
+                termination_grace_period_seconds=PRE_STOP_SECONDS + SHUTDOWN_SECONDS + 10,
+                topology_spread_constraints=[k8s.core.v1.TopologySpreadConstraintArgs(
+                    max_skew=1, topology_key="kubernetes.io/hostname", when_unsatisfiable="ScheduleAnyway",
+                    label_selector=k8s.meta.v1.LabelSelectorArgs(match_labels={"app.kubernetes.io/name": NAME}))],
                 init_containers=[k8s.core.v1.ContainerArgs(
                     name="dependencies", image=versions.ACTIVATOR_PYTHON_IMAGE,
                     command=["python", "-m", "pip", "install", "--no-cache-dir", "--disable-pip-version-check",
+                             "--require-hashes", "--no-deps", "--only-binary=:all:",
                              "--target", "/deps", "--requirement", "/app/activator/requirements.lock"],
                     security_context=locked_down, volume_mounts=mounts, env=env,
                     resources=_resources("100m", "128Mi", "256Mi"))],
@@ -172,6 +191,8 @@ def deployment_spec(account: pulumi.Input[str], code: pulumi.Input[str], credent
                     env_from=[k8s.core.v1.EnvFromSourceArgs(secret_ref=k8s.core.v1.SecretEnvSourceArgs(name=credentials))],
                     ports=[k8s.core.v1.ContainerPortArgs(name="http", container_port=OLLAMA_PORT)],
                     readiness_probe=k8s.core.v1.ProbeArgs(http_get=health, period_seconds=5, failure_threshold=2),
+                    lifecycle=k8s.core.v1.LifecycleArgs(pre_stop=k8s.core.v1.LifecycleHandlerArgs(
+                        exec_=k8s.core.v1.ExecActionArgs(command=["sleep", str(PRE_STOP_SECONDS)]))),
                     liveness_probe=k8s.core.v1.ProbeArgs(http_get=health, period_seconds=10, failure_threshold=6,
                                                          initial_delay_seconds=5),
                     security_context=locked_down, volume_mounts=mounts,

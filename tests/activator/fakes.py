@@ -110,6 +110,8 @@ class FakeOllama:
         self.acks: asyncio.Queue[None] = asyncio.Queue()
         self.acked: list[bool] = []
         self.before_ack: Optional[Callable[[], Any]] = None
+        self.tags: dict[str, Any] = TAGS
+        """What /api/tags lists: the models on the worker."""
         self._runner: Optional[web.AppRunner] = None
 
     def ack(self) -> None:
@@ -139,7 +141,7 @@ class FakeOllama:
         if path == "/api/version":
             return web.json_response({"version": "0.32.0"})
         if path == "/api/tags":
-            return self._compressible(request, TAGS)
+            return self._compressible(request, self.tags)
         if path == "/api/show":
             payload = await request.json()
             if payload.get("model") != "llama3.2:3b":

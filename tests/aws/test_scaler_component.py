@@ -55,6 +55,9 @@ def test_stop_is_allowed_on_exactly_the_worker_arns(plan):
     assert not iam_sim.allowed(docs, "ec2:StopInstances", other)
     for action in ("ec2:TerminateInstances", "ec2:StartInstances", "ec2:ModifyInstanceAttribute"):
         assert not iam_sim.allowed(docs, action, WORKER_ARNS[0])
+    # It may note why it stopped a worker on that worker, and tag nothing else.
+    assert all(iam_sim.allowed(docs, "ec2:CreateTags", arn) for arn in WORKER_ARNS)
+    assert not iam_sim.allowed(docs, "ec2:CreateTags", other)
 
 
 def test_no_wildcard_resource_on_any_write_action(plan):

@@ -94,19 +94,36 @@ def test_the_deployment_runs_this_repositorys_code_on_the_pinned_image(homelab_p
     assert set(code) >= {"__init__.py", "__main__.py", "proxy.py", "waker.py", "requirements.lock"}
     install = spec["initContainers"][0]["command"]
     assert install[-1] == "/app/activator/requirements.lock" and "--target" in install
+    # Exactly the locked files, nothing resolved at pod start, no build from source.
+    assert {"--require-hashes", "--no-deps", "--only-binary=:all:"} <= set(install)
 
 
-def test_the_lock_pins_every_requirement_exactly():
-    lock = {}
+def _lock() -> dict[str, tuple[str, list[str]]]:
+    """name -> (version, sha256 hashes) of activator/requirements.lock."""
+    lock: dict[str, tuple[str, list[str]]] = {}
+    name = ""
     for line in (activator.CODE_DIR / "requirements.lock").read_text().splitlines():
-        if line and not line.startswith("#"):
-            name, sep, version = line.partition("==")
-            assert sep and version, line
-            lock[name.lower().replace("_", "-")] = version
+        text = line.split("#", 1)[0].strip().rstrip("\\").strip()
+        if not text:
+            continue
+        if text.startswith("--hash=sha256:"):
+            lock[name][1].append(text.removeprefix("--hash=sha256:"))
+            continue
+        name, sep, version = text.partition("==")
+        assert sep and version, line
+        name = name.lower().replace("_", "-")
+        lock[name] = (version, [])
+    return lock
+
+
+def test_the_lock_pins_every_requirement_exactly_with_hashes():
+    lock = _lock()
+    for name, (version, hashes) in lock.items():
+        assert hashes and all(len(h) == 64 for h in hashes), name
     for line in (activator.CODE_DIR / "requirements.txt").read_text().splitlines():
         if line and not line.startswith("#"):
             name, _, version = line.partition("==")
-            assert lock[name.lower().replace("_", "-")] == version, name
+            assert lock[name.lower().replace("_", "-")][0] == version, name
     assert "python:3.11" in versions.ACTIVATOR_PYTHON_IMAGE, "the lock was frozen on CPython 3.11"
 
 
@@ -128,9 +145,25 @@ def test_the_sleeping_version_is_the_charts_own_ollama(homelab_plan):
     assert env_of(homelab_plan)["ACTIVATOR_OLLAMA_VERSION"] == chart["appVersion"]
 
 
-def test_one_replica_with_probes_requests_and_no_privilege(homelab_plan):
+def test_two_replicas_a_disruption_budget_and_a_graceful_shutdown(homelab_plan):
+    deployment = one(homelab_plan, DEPLOYMENT).plain()
+    spec = deployment["spec"]
+    assert spec["replicas"] == 2
+    budget = one(homelab_plan, "kubernetes:policy/v1:PodDisruptionBudget").plain()
+    assert budget["spec"]["minAvailable"] == 1
+    assert budget["spec"]["selector"]["matchLabels"].items() <= spec["template"]["metadata"]["labels"].items()
+    assert budget["metadata"]["namespace"] == deployment["metadata"]["namespace"]
+    pod = spec["template"]["spec"]
+    assert pod["topologySpreadConstraints"][0]["topologyKey"] == "kubernetes.io/hostname"
+    env = env_of(homelab_plan)
+    shutdown = activator_settings.from_env(env).shutdown_seconds
+    pause = int(pod["containers"][0]["lifecycle"]["preStop"]["exec"]["command"][-1])
+    # Streams get more than 10 s, and the kubelet waits for the pause and the streams.
+    assert shutdown > 10 and pod["terminationGracePeriodSeconds"] > pause + shutdown
+
+
+def test_probes_requests_and_no_privilege(homelab_plan):
     deployment = one(homelab_plan, DEPLOYMENT).plain()["spec"]
-    assert deployment["replicas"] == 1
     assert deployment["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
     spec = deployment["template"]["spec"]
     container = spec["containers"][0]

@@ -5,7 +5,7 @@ datapoints are put at timestamps relative to that `now`, each stamped with the s
 of its minute as the publishers do (moto's GetMetricData honours them)."""
 
 import json
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 import boto3
 import pytest
@@ -376,6 +376,36 @@ def test_a_worker_that_never_becomes_ready_is_stopped_even_with_held_requests(aw
     assert (decision["action"], decision["reason"].split(":")[0]) == ("stop", "never-ready")
     assert "Ollama has not answered" in decision["reason"] and decision["ready_at"] is None
     assert world.state(worker) == "stopped"
+    tags = {t["Key"]: t["Value"] for t in world.ec2.describe_instances(
+        InstanceIds=[worker])["Reservations"][0]["Instances"][0].get("Tags", [])}
+    # The activator reads this to never restart it within the same hold.
+    assert tags[handler.STOP_REASON_TAG] == f"never-ready@{now.astimezone(timezone.utc):%Y-%m-%dT%H:%M:%SZ}"
+
+
+def test_a_stop_notes_its_rule_on_the_worker_and_a_failed_note_is_no_error(aws, capsys):
+    world = World(fail={})
+    worker, launched = world.launch()
+    now = launched + 40 * M
+    world.activity(worker, now, range(0, 30))
+    world.ready(worker, now, range(0, 35))
+
+    class NoTags:
+        def __init__(self, ec2):
+            self._ec2 = ec2
+
+        def __getattr__(self, name):
+            if name == "create_tags":
+                def refused(**kwargs):
+                    raise ClientError({"Error": {"Code": "UnauthorizedOperation", "Message": "no"}}, name)
+                return refused
+            return getattr(self._ec2, name)
+
+    clients = {"ec2": NoTags(world.ec2), "cloudwatch": world.cloudwatch}
+    decision = handler.run({"GPU_INSTANCE_IDS": worker, "IDLE_MINUTES": str(IDLE)}, now=now,
+                           make_client=clients.__getitem__)["decisions"][0]
+    line = json.loads(capsys.readouterr().out.strip())
+    assert decision["action"] == "stop" and world.state(worker) == "stopped"
+    assert "UnauthorizedOperation" in decision["tag_error"] and line["level"] == "INFO"
 
 
 def test_not_ready_minutes_from_the_environment(aws):

@@ -4,6 +4,7 @@ values.yaml for every values key we set (Helm ignores a misspelt key silently)."
 
 from __future__ import annotations
 
+import copy
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from tests.conftest import ROOT
 UPSTREAM = ROOT.parent / "shared" / "upstream"
 LIQO = UPSTREAM / "liqo-v1.2.0"
 OLLAMA = UPSTREAM / "ollama-helm-1.77.0"
+DEVICE_PLUGIN = UPSTREAM / "nvidia-device-plugin-0.17.0"
 
 
 @cache
@@ -62,3 +64,31 @@ def unknown_keys(values: Any, defaults: Any, prefix: str = "") -> list[str]:
         elif isinstance(defaults[key], dict) and defaults[key]:
             missing += unknown_keys(value, defaults[key], f"{path}.")
     return missing
+
+
+def with_crd_defaults(document: dict) -> dict:
+    """A copy of `document` as the API server validates it: every field its Liqo
+    CRD's schema gives a `default` filled in where the document leaves it out
+    (structural-schema defaulting runs before validation; Liqo's own chart relies
+    on it, e.g. FirewallConfiguration filter rules' `counter`)."""
+    schema = _liqo_crds()[(document["apiVersion"], document["kind"])]
+    return _defaulted(copy.deepcopy(document), schema)
+
+
+def _defaulted(value: Any, schema: dict) -> Any:
+    if isinstance(value, dict):
+        properties = schema.get("properties") or {}
+        for key, sub in properties.items():
+            if key not in value and "default" in sub:
+                value[key] = copy.deepcopy(sub["default"])
+            if key in value:
+                _defaulted(value[key], sub)
+        extra = schema.get("additionalProperties")
+        if isinstance(extra, dict):
+            for key, item in value.items():
+                if key not in properties:
+                    _defaulted(item, extra)
+    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
+        for item in value:
+            _defaulted(item, schema["items"])
+    return value

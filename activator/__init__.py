@@ -15,6 +15,8 @@ Environment (a malformed value stops it at start: one line on stderr, exit 2):
                            byte (600): a model load plus a whole non-streamed answer
   ACTIVATOR_STREAM_IDLE_SECONDS  how long a started answer may send nothing (120)
   ACTIVATOR_SHUTDOWN_SECONDS  at SIGTERM, how long answers in flight may go on (50)
+  ACTIVATOR_RESTART_CHECK_SECONDS  while requests are held, how often the worker's EC2
+                           state is read to start it again if it stopped (15)
   ACTIVATOR_MODELS         comma-separated models the stack pulls (none): the model
                            lists answered while the worker sleeps
   ACTIVATOR_OLLAMA_VERSION what /api/version answers while the worker sleeps, before

@@ -215,5 +215,7 @@ def from_env(environ: Mapping[str, str]) -> Settings:
         first_byte_seconds=_number(environ, "ACTIVATOR_FIRST_BYTE_SECONDS", defaults.first_byte_seconds),
         stream_idle_seconds=_number(environ, "ACTIVATOR_STREAM_IDLE_SECONDS", defaults.stream_idle_seconds),
         shutdown_seconds=_number(environ, "ACTIVATOR_SHUTDOWN_SECONDS", defaults.shutdown_seconds),
+        restart_check_seconds=_number(environ, "ACTIVATOR_RESTART_CHECK_SECONDS",
+                                      defaults.restart_check_seconds),
     )
 

@@ -17,6 +17,8 @@ from typing import Any, Iterator
 import aiohttp
 import boto3
 import pytest
+import yaml
+from aiohttp import web
 from moto.server import ThreadedMotoServer
 
 from .fakes import FakeOllama, LOOPBACK, free_port, launch, run, state_of
@@ -83,7 +85,8 @@ def _start(moto_server: str, tmp_path: Path, backend_port: int, instance_id: str
     env.update(CREDENTIALS, AWS_ENDPOINT_URL=moto_server, NO_PROXY=LOOPBACK, HOME=str(tmp_path),
                ACTIVATOR_BACKEND=f"http://{LOOPBACK}:{backend_port}", ACTIVATOR_INSTANCE_IDS=instance_id,
                ACTIVATOR_HOST=LOOPBACK, ACTIVATOR_PORT=str(port), ACTIVATOR_WATCH_PODS="false",
-               ACTIVATOR_POLL_SECONDS="0.1", **extra)
+               ACTIVATOR_POLL_SECONDS="0.1")
+    env.update(extra)
     log = (tmp_path / "stdout").open("w+")
     process = subprocess.Popen([sys.executable, "-m", "activator"], cwd=ROOT, env=env, stdout=log,
                                stderr=subprocess.PIPE, text=True)
@@ -203,3 +206,113 @@ async def _in_flight(session: aiohttp.ClientSession, url: str) -> float:
             if line.startswith("hybrid_llm_activator_requests_in_flight "):
                 return float(line.split()[-1])
     raise AssertionError("no in-flight gauge in /metrics")
+
+
+def test_a_worker_stopped_mid_hold_is_restarted_and_requests_wait_for_their_model(
+        moto_server: str, tmp_path: Path) -> None:
+    """Issue 16, items 4 and 5, through the whole process: the worker is stopped right
+    after the activator started it (a spot-free stop: a person, maxRunHours, the
+    scaler racing the hold); the held request starts it again, then waits until
+    the model it names has been pulled, and only then reaches Ollama, once."""
+    ec2 = boto3.client("ec2", endpoint_url=moto_server, region_name="us-east-1",
+                       aws_access_key_id="testing", aws_secret_access_key="testing")
+    instance_id = launch(ec2)
+    backend_port = free_port()
+    process, port = _start(moto_server, tmp_path, backend_port, instance_id, ACTIVATOR_HOLD_SECONDS="30",
+                           ACTIVATOR_RESTART_CHECK_SECONDS="0.2", ACTIVATOR_MODELS="llama3.2:3b,qwen2.5")
+
+    async def scenario() -> tuple[int, bool, int]:
+        url = f"http://{LOOPBACK}:{port}"
+        backend = FakeOllama(backend_port)
+        backend.tags = {"models": []}  # Ollama up, nothing pulled yet
+        async with aiohttp.ClientSession() as session:
+            await _listening(session, url)
+            request = asyncio.ensure_future(session.post(url + "/api/generate", json={"model": "qwen2.5"}))
+            await _until_state(ec2, instance_id, ("pending", "running"))
+            await asyncio.to_thread(ec2.stop_instances, InstanceIds=[instance_id])
+            await _until_state(ec2, instance_id, ("pending", "running"))  # started again by the hold
+            await backend.start()
+            await asyncio.sleep(1.0)
+            waited_for_model = not request.done()
+            backend.tags = {"models": [{"name": "qwen2.5:latest", "model": "qwen2.5:latest"}]}
+            try:
+                reply = await request
+                status = reply.status
+                reply.release()
+            finally:
+                await backend.stop()
+        return status, waited_for_model, backend.seen.count(("POST", "/api/generate"))
+
+    try:
+        status, waited_for_model, generates = run(scenario(), limit=45)
+    finally:
+        code, stderr = _stop(process)
+    output = (tmp_path / "stdout").read_text()
+    assert (status, waited_for_model, generates) == (200, True, 1)
+    assert "stopped during the hold: starting it again (1 of 2)" in output
+    assert code == 0 and "Traceback" not in stderr, stderr
+
+
+async def _until_state(ec2: Any, instance_id: str, states: tuple[str, ...]) -> None:
+    for _ in range(400):
+        if await asyncio.to_thread(state_of, ec2, instance_id) in states:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{instance_id} never reached {states}")
+
+
+def test_a_pod_watch_that_keeps_dying_fails_healthz(moto_server: str, tmp_path: Path) -> None:
+    """Issue 16, item 6: kubernetes_asyncio raises a plain Exception for a malformed
+    watch line, which ended the watch for good while /healthz said 200. The
+    supervisor restarts it; when it cannot recover, /healthz fails."""
+    api_port = free_port()
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "test",
+        "clusters": [{"name": "test", "cluster": {"server": f"http://{LOOPBACK}:{api_port}"}}],
+        "users": [{"name": "test", "user": {"token": "t"}}],
+        "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test"}}]}))
+    process, port = _start(moto_server, tmp_path, free_port(), "i-0123456789abcdef0",
+                           ACTIVATOR_WATCH_PODS="true", KUBECONFIG=str(kubeconfig))
+
+    async def scenario() -> tuple[int, int, str, int]:
+        watches = [0]
+
+        async def pods(request: web.Request) -> web.StreamResponse:
+            if request.query.get("watch", "").lower() in ("true", "1"):
+                watches[0] += 1
+                response = web.StreamResponse()
+                await response.prepare(request)
+                await response.write(b"{this is not a watch event\n")
+                await response.write_eof()
+                return response
+            return web.json_response({"kind": "PodList", "apiVersion": "v1",
+                                      "metadata": {"resourceVersion": "7"}, "items": []})
+
+        app = web.Application()
+        app.router.add_get("/api/v1/pods", pods)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, LOOPBACK, api_port).start()
+        url = f"http://{LOOPBACK}:{port}"
+        try:
+            async with aiohttp.ClientSession() as session:
+                await _listening(session, url)
+                async with session.get(url + "/healthz") as reply:
+                    first = reply.status
+                for _ in range(600):  # the supervisor's backoff: 1 + 2 + 4 + 8 s
+                    async with session.get(url + "/healthz") as reply:
+                        if reply.status != 200:
+                            return first, reply.status, await reply.text(), watches[0]
+                    await asyncio.sleep(0.1)
+                return first, 200, "", watches[0]
+        finally:
+            await runner.cleanup()
+
+    try:
+        first, last, text, watches = run(scenario(), limit=50)
+    finally:
+        code, stderr = _stop(process)
+    assert (first, last) == (200, 503) and "pod watch" in text
+    assert watches == 5
+    assert code == 0 and "Traceback" not in stderr, stderr

@@ -80,8 +80,14 @@ DEVICE_PLUGIN_CHART = ChartPin("https://nvidia.github.io/k8s-device-plugin", "nv
 # Images on the homelab. Nebula's official image is tagged without the "v" and is
 # the same release the AWS hosts install: bump NEBULA and this together.
 NEBULA_IMAGE = f"docker.io/nebulaoss/nebula:{NEBULA.version.removeprefix('v')}"
-# Kubernetes' own iptables image (kube-proxy's lineage): its iptables wrapper
-# uses whichever backend (nft or legacy) the host's rules are in.
-IPTABLES_IMAGE = "registry.k8s.io/build-image/debian-iptables:bullseye-v1.5.4"
+# The homelab's source-NAT init container: Kubernetes' own iptables image, the base
+# of kube-proxy. debian-iptables left kubernetes/release in July 2023 (commit
+# 0b1dcaf0, last tag bookworm-v1.0.0); its successor distroless-iptables is built
+# there (images/build/distroless-iptables: Debian bookworm's iptables package, so
+# /usr/sbin/iptables-nft and iptables-legacy, and /bin/sh -> dash). v0.8.6 is the
+# tag kubernetes/kubernetes v1.35.0 builds kube-proxy on (build/common.sh
+# __default_distroless_iptables_version, PR #135609). Its plain `iptables` is a
+# first-use wrapper; components/mesh/snat.py calls iptables-nft by name.
+IPTABLES_IMAGE = "registry.k8s.io/build-image/distroless-iptables:v0.8.6"
 # The activator's Python: the CPython activator/requirements.lock was frozen with.
 ACTIVATOR_PYTHON_IMAGE = "docker.io/library/python:3.11.13-slim-bookworm"

@@ -10,12 +10,17 @@ pod with host networking on each node named in `homelabNodes`.
 - Least privilege: `NET_ADMIN` and the host's `/dev/net/tun`, nothing else (no
   privileged container); the namespace is labelled for the `privileged` Pod
   Security level because host networking and hostPath are beyond `baseline`,
-  which Talos enforces.
+  which Talos enforces. The hostPath only puts the device node in the pod; that
+  the pod may open it comes from runc's default device rules, which list tun
+  (c 10:200) in every runc but 1.2.0-1.2.3 (opencontainers/runc #3468, restored
+  by #4556 in 1.2.4): Talos 1.8.0-1.9.1 ship those, 1.9.2 ships runc 1.2.4.
+  The program cannot see a node's runc, so the README states the minimum.
 - An init container applies the source-NAT rule (components/mesh/snat.py) in
   the host's network namespace before Nebula starts: homelab pods' traffic
   leaves with the node's overlay address, the only source a worker accepts.
-  The image is Kubernetes' own debian-iptables, whose iptables picks the
-  nft or legacy backend the host uses.
+  The image is Kubernetes' distroless-iptables (kube-proxy's base); the script
+  calls `iptables-nft` by name, so nothing in the read-only root is rewritten
+  and no host xtables lock is needed.
 """
 
 from __future__ import annotations

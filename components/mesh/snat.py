@@ -23,7 +23,26 @@ Replies come back to the node's address and conntrack returns them to the pod.
 The rule is applied by a tiny POSIX sh script (an init container in the host
 network namespace with NET_ADMIN runs it before Nebula starts): check with `-C`,
 append with `-A` only when missing, so running it again on every pod start adds
-nothing. `-w` waits for the xtables lock that kube-proxy may hold.
+nothing.
+
+The backend is named, never guessed: `iptables-nft` (`IPTABLES` below), the one
+Talos itself uses. Talos programs its own firewall and KubeSpan through nftables
+(siderolabs/talos internal/app/machined/pkg/controllers/network/nftables_chain.go),
+runs kube-proxy in `nftables` mode on Kubernetes >= 1.31 (getProxyArgs in
+internal/app/machined/pkg/controllers/k8s/control_plane.go, v1.9.0 onwards), points
+the host's own `iptables` links at the nft binaries (siderolabs/pkgs
+iptables/pkg.yaml), and since Talos 1.12 builds its kernel without the legacy
+xtables backend at all (siderolabs/pkgs kernel/build/config-amd64:
+`# CONFIG_NETFILTER_XTABLES_LEGACY is not set`), so `iptables-legacy` has nothing
+to talk to there. A plain `iptables` in the Kubernetes iptables images is a wrapper
+that picks a backend on first use by rewriting /etc/alternatives or /usr/sbin,
+which a read-only root filesystem refuses.
+
+`iptables-nft` changes rules in one netlink transaction, which the kernel applies
+atomically or refuses, so it takes no `/run/xtables.lock` (only the legacy backend
+does) and needs nothing writable and nothing from the host but the network
+namespace. `-w` stays for someone who overrides `IPTABLES` with a legacy binary
+(which would then need the host's /run/xtables.lock mounted, and CAP_NET_RAW).
 """
 
 from __future__ import annotations
@@ -32,6 +51,11 @@ import ipaddress
 import shlex
 
 from components.mesh.nebula_config import TUN_DEVICE
+
+# The backend, named explicitly (see the module docstring). The path is Debian's,
+# where both the init container's image (Kubernetes' distroless-iptables, built
+# from Debian bookworm's iptables package) and the test hosts keep it.
+IPTABLES = "/usr/sbin/iptables-nft"
 
 
 def snat_rules(mesh_cidr: ipaddress.IPv4Network, tun_device: str = TUN_DEVICE) -> list[list[str]]:
@@ -45,13 +69,14 @@ def as_check(rule: list[str]) -> list[str]:
 
 
 def snat_script(mesh_cidr: ipaddress.IPv4Network, tun_device: str = TUN_DEVICE) -> str:
-    """A POSIX sh script that applies `snat_rules` once, however often it runs.
-    `IPTABLES` in the environment picks another binary (e.g. iptables-legacy)."""
+    """A POSIX sh script that applies `snat_rules` once, however often it runs,
+    with `IPTABLES` (iptables-nft) unless the environment names another binary."""
     lines = ["#!/bin/sh",
              "# Source-NAT what this node's pods send into the Nebula mesh to the node's own",
              "# overlay address (hybrid-llm, components/mesh/snat.py). Safe to run again.",
+             "# The nft backend by name: no alternatives to switch, no xtables lock to take.",
              "set -eu",
-             'IPTABLES="${IPTABLES:-iptables}"']
+             f'IPTABLES="${{IPTABLES:-{IPTABLES}}}"']
     for rule in snat_rules(mesh_cidr, tun_device):
         lines.append(f'"$IPTABLES" -w {shlex.join(as_check(rule))} 2>/dev/null \\')
         lines.append(f'  || "$IPTABLES" -w {shlex.join(rule)}')

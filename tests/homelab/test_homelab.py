@@ -20,6 +20,7 @@ from cryptography.x509.oid import NameOID
 from components import liqo, versions
 from components.config import ConfigError
 from components.homelab import ollama
+from components.mesh import snat
 from tests import upstream
 from tests.homelab.conftest import RANGES, kubeconfig
 from tools import harness
@@ -226,6 +227,22 @@ def test_nebula_pods_have_net_admin_and_tun_and_nothing_more(homelab_plan):
         host_paths = [v["hostPath"] for v in pod["volumes"] if "hostPath" in v]
         assert host_paths == [{"path": "/dev/net/tun", "type": "CharDevice"}]
         assert pod["automountServiceAccountToken"] is False
+
+
+def test_the_snat_init_container_names_the_nft_backend_on_a_read_only_root(homelab_plan):
+    """Kubernetes' maintained iptables image, the script from the shared ConfigMap,
+    which calls iptables-nft by name (tests/mesh/test_snat.py runs it on a read-only
+    root): no IPTABLES override, no host xtables lock, nothing else mounted."""
+    script = by_name(homelab_plan, "kubernetes:core/v1:ConfigMap", "nebula-config").plain()["data"]["snat.sh"]
+    assert f'IPTABLES="${{IPTABLES:-{snat.IPTABLES}}}"' in script
+    assert versions.IPTABLES_IMAGE.startswith("registry.k8s.io/build-image/distroless-iptables:v")
+    for r in homelab_plan.of_type("kubernetes:apps/v1:DaemonSet"):
+        (init,) = r.plain()["spec"]["template"]["spec"]["initContainers"]
+        assert init["image"] == versions.IPTABLES_IMAGE
+        assert init["command"] == ["/bin/sh", "/snat/snat.sh"]
+        assert "IPTABLES" not in {e["name"] for e in init.get("env", [])}
+        assert init["securityContext"]["readOnlyRootFilesystem"] is True
+        assert [(m["mountPath"], m.get("readOnly")) for m in init["volumeMounts"]] == [("/snat", True)]
 
 
 def test_no_private_key_in_a_config_map(homelab_plan):

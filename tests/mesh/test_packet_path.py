@@ -39,7 +39,7 @@ PADDING = 64 * 1024
 
 @pytest.fixture(scope="module")
 def path():
-    for tool in ("ip", "unshare", "nebula", "ping", "iptables"):
+    for tool in ("ip", "unshare", "nebula", "ping", snat.IPTABLES):
         require_tool(tool)
     require_root("network namespaces, tun devices and iptables for a real Nebula packet path")
     plan = harness.run_stack("dev", {"hybrid-llm:gpuWorkers": "2"})
@@ -131,13 +131,13 @@ def test_without_the_snat_rule_the_homelab_pod_gets_nothing(path):
     lab, _, plan, script = path
     mesh = plan.config["hybrid-llm:nebulaCidr"]
     (rule,) = snat.snat_rules(ipaddress.IPv4Network(mesh))
-    deleted = lab.exec(HOMELAB, "iptables", "-w", *["-D" if a == "-A" else a for a in rule])
+    deleted = lab.exec(HOMELAB, snat.IPTABLES, "-w", *["-D" if a == "-A" else a for a in rule])
     assert deleted.returncode == 0, deleted.stderr
     try:
         assert lab.tcp_fetch("homelab-pod", _pod(lab, WORKERS[0]), OLLAMA, timeout=2) is None
     finally:
         for _ in range(2):
             assert lab.exec(HOMELAB, "sh", str(script)).returncode == 0
-    listed = lab.exec(HOMELAB, "iptables", "-w", "-t", "nat", "-S", "POSTROUTING").stdout
+    listed = lab.exec(HOMELAB, snat.IPTABLES, "-w", "-t", "nat", "-S", "POSTROUTING").stdout
     assert listed.count("MASQUERADE") == 1, listed
     assert lab.tcp_fetch("homelab-pod", _pod(lab, WORKERS[0]), OLLAMA, timeout=10) is not None

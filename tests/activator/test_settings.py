@@ -34,7 +34,8 @@ def test_every_variable_is_read() -> None:
                          "ACTIVATOR_CONNECT_TIMEOUT": "3", "ACTIVATOR_POD_COOLDOWN_SECONDS": "60",
                          "ACTIVATOR_MODELS": "llama3.2:3b, hf.co/org/model:Q4_K_M",
                          "ACTIVATOR_OLLAMA_VERSION": "0.32.15", "ACTIVATOR_MAX_HELD": "32",
-                         "ACTIVATOR_FIRST_BYTE_SECONDS": "900", "ACTIVATOR_STREAM_IDLE_SECONDS": "45"})
+                         "ACTIVATOR_FIRST_BYTE_SECONDS": "900", "ACTIVATOR_STREAM_IDLE_SECONDS": "45",
+                         "ACTIVATOR_SHUTDOWN_SECONDS": "20", "ACTIVATOR_RESTART_CHECK_SECONDS": "5"})
     assert (settings.port, settings.host, settings.hold_seconds, settings.watch_pods) == \
         (8080, "127.0.0.1", 90.0, False)
     assert settings.cluster_ids == ("gpu-1", "gpu-2") and settings.virtual_nodes == ("vk-1", "vk-2")
@@ -43,6 +44,7 @@ def test_every_variable_is_read() -> None:
     assert settings.models == ("llama3.2:3b", "hf.co/org/model:Q4_K_M")
     assert (settings.ollama_version, settings.max_held, settings.first_byte_seconds,
             settings.stream_idle_seconds) == ("0.32.15", 32, 900.0, 45.0)
+    assert (settings.shutdown_seconds, settings.restart_check_seconds) == (20.0, 5.0)
 
 
 @pytest.mark.parametrize("name, value", [
@@ -80,6 +82,8 @@ def test_every_variable_is_read() -> None:
     ("ACTIVATOR_MAX_HELD", "１０"),
     ("ACTIVATOR_FIRST_BYTE_SECONDS", "-1"),
     ("ACTIVATOR_STREAM_IDLE_SECONDS", "never"),
+    ("ACTIVATOR_SHUTDOWN_SECONDS", "0"),
+    ("ACTIVATOR_RESTART_CHECK_SECONDS", "soon"),
 ])
 def test_a_malformed_variable_is_one_line_naming_it(name: str, value: str | None) -> None:
     environ = dict(GOOD)

@@ -14,25 +14,17 @@ per poll serves every held request.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from typing import Awaitable, Callable, Optional
 
-from activator.reads import full_name
+from activator.reads import full_name, json_object, model_of
 
 log = logging.getLogger("activator.present")
 
 
 def requested_model(body: bytes) -> Optional[str]:
-    """The model a request's JSON body names (`model`, or `name` in older clients)."""
-    try:
-        payload = json.loads(body or b"{}")
-    except ValueError:
-        return None
-    if not isinstance(payload, dict):
-        return None
-    model = payload.get("model") or payload.get("name")
-    return full_name(model) if isinstance(model, str) and model else None
+    """The model a request's JSON body names, as Ollama lists it."""
+    return model_of(json_object(body))
 
 
 class Presence:

@@ -48,16 +48,26 @@ def cache_key(method: str, path: str, query: str, body: bytes) -> Optional[tuple
     `/api/show` whose body names no model)."""
     if path not in READ_POSTS:
         return (method, path, query)
+    payload = json_object(body)
+    model = model_of(payload)
+    if model is None:
+        return None
+    return (method, path, query, model, "verbose" if payload.get("verbose") else "")
+
+
+def json_object(body: bytes) -> dict:
+    """A request's JSON body, or {} when it is not a JSON object."""
     try:
         payload = json.loads(body or b"{}")
     except ValueError:
-        return None
-    if not isinstance(payload, dict):
-        return None
+        return {}
+    return payload if isinstance(payload, dict) else {}
+
+
+def model_of(payload: dict) -> Optional[str]:
+    """The model a request names (`model`, or `name` in older clients), as Ollama lists it."""
     model = payload.get("model") or payload.get("name")
-    if not isinstance(model, str) or not model:
-        return None
-    return (method, path, query, full_name(model), "verbose" if payload.get("verbose") else "")
+    return full_name(model) if isinstance(model, str) and model else None
 
 
 class ReadCache:

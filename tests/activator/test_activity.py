@@ -13,6 +13,7 @@ from typing import Any, Callable
 from activator.activity import Activity
 
 from .fakes import StubCloudWatch, fast_settings, run
+from .test_proxy import wait_for
 
 ID = "i-0123456789abcdef0"
 NOON = datetime(2026, 11, 30, 12, 0, tzinfo=timezone.utc).timestamp()
@@ -28,14 +29,6 @@ def points(cloudwatch: StubCloudWatch) -> list[tuple[str, float]]:
             for c in cloudwatch.calls]
 
 
-async def until(condition: Callable[[], bool], limit: float = 5.0) -> bool:
-    for _ in range(int(limit / 0.01)):
-        if condition():
-            return True
-        await asyncio.sleep(0.01)
-    return condition()
-
-
 def test_each_minute_with_work_is_published_once_stamped_with_its_minute() -> None:
     cloudwatch = StubCloudWatch()
 
@@ -45,12 +38,12 @@ def test_each_minute_with_work_is_published_once_stamped_with_its_minute() -> No
         task = asyncio.get_running_loop().create_task(activity.run())
         activity.begin()
         activity.begin()
-        assert await until(lambda: len(cloudwatch.calls) == 1)
+        assert await wait_for(lambda: len(cloudwatch.calls) == 1)
         activity.begin()  # more work in the same minute: no second point
         await asyncio.sleep(0.1)
         first_minute = points(cloudwatch)
         # Still in flight when 12:01 begins: that minute gets its own point.
-        assert await until(lambda: len(cloudwatch.calls) == 2)
+        assert await wait_for(lambda: len(cloudwatch.calls) == 2)
         for _ in range(3):
             activity.end()
         both = points(cloudwatch)
@@ -79,7 +72,7 @@ def test_a_point_published_late_keeps_the_minute_it_describes() -> None:
         task = asyncio.get_running_loop().create_task(activity.run())
         activity.begin()
         activity.end()  # a request of a moment, at 12:00:59.8
-        assert await until(lambda: len(cloudwatch.calls) == 1)
+        assert await wait_for(lambda: len(cloudwatch.calls) == 1)
         await asyncio.sleep(0.2)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -105,7 +98,7 @@ def test_a_failing_publish_is_logged_and_the_next_minute_still_publishes() -> No
                             clock=clock_from(NOON + 60 - 0.3))
         task = asyncio.get_running_loop().create_task(activity.run())
         activity.begin()
-        assert await until(lambda: len(cloudwatch.calls) == 1)
+        assert await wait_for(lambda: len(cloudwatch.calls) == 1)
         activity.end()
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

@@ -6,16 +6,16 @@
 # mounting it, when the volume grew (modelVolumeGiB raised): nothing by hand.
 set -euo pipefail
 readonly DEVICE="@@{device}" MOUNTPOINT="@@{mountpoint}" LABEL="@@{label}"
-readonly TIMEOUT=@@{timeout_seconds}
+# The device is there at once on a restart (the attachment outlives a stop); only
+# a first boot waits for the attachment, made after the instance runs.
+readonly TIMEOUT=@@{timeout_seconds} POLL=0.2
 
-waited=0
 until [[ -b $DEVICE ]]; do
-  if ((waited >= TIMEOUT)); then
+  if ((SECONDS >= TIMEOUT)); then
     echo "model volume $DEVICE is not attached after ${TIMEOUT}s" >&2
     exit 1
   fi
-  sleep 1
-  waited=$((waited + 1))
+  sleep "$POLL"
 done
 
 if mountpoint -q "$MOUNTPOINT"; then

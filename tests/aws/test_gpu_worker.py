@@ -199,6 +199,31 @@ def test_k3s_starts_only_after_nebula_is_up_and_its_files_are_in_place(dev_plan)
     assert nebula["Service"]["Restart"] == "always"
 
 
+def test_the_cold_start_path_waits_only_for_what_it_needs(dev_plan):
+    """A held request waits for this path at every start. The two SSM fetches and
+    the model volume start together (none waits for another); nebula waits only for
+    its own files; k3s only for what it uses at start: nebula1's address (it binds the
+    Nebula IP), its CAs, the mounted model volume. The waits poll every 0.2 s, and
+    the fetch asks once per ten names, all batches at once (test_userdata.py)."""
+    def words(name: str, key: str) -> set[str]:
+        return set(unit(dev_plan, "gpu-0", name)["Unit"].get(key, "").split())
+
+    for fetch in ("hybrid-llm-nebula-config.service", "hybrid-llm-k3s-tls.service"):
+        assert words(fetch, "After") == {"network-online.target"} and words(fetch, "Requires") == set()
+    assert words("hybrid-llm-model-volume.service", "After") == {"local-fs.target"}
+    assert words("nebula.service", "After") == {"network-online.target", "hybrid-llm-nebula-config.service"}
+    assert words("hybrid-llm-nebula-ready.service", "After") == {"nebula.service"}
+    needed = {"hybrid-llm-nebula-ready.service", "hybrid-llm-k3s-tls.service", "hybrid-llm-model-volume.service"}
+    assert words("k3s.service", "Requires") == needed
+    assert words("k3s.service", "After") == needed | {"network-online.target"}
+    files = boot_files(dev_plan.file("workers/gpu-0/boot.sh").content)
+    for path in ("/usr/local/sbin/hybrid-llm-wait-nebula", "/usr/local/sbin/hybrid-llm-model-volume"):
+        assert re.search(r"\bPOLL=0\.2\b", files[path]) and 'sleep "$POLL"' in files[path], path
+        assert "sleep 1\n" not in files[path], path
+    fetch = files["/usr/local/sbin/hybrid-llm-ssm-fetch"]
+    assert "ssm get-parameters " in fetch and "BATCH=10" in fetch and "get-parameter " not in fetch
+
+
 def test_every_start_reads_the_hosts_own_files_from_ssm(dev_plan):
     nebula = unit(dev_plan, "gpu-0", "hybrid-llm-nebula-config.service")["Service"]["ExecStart"].split()
     assert nebula[:3] == ["/usr/local/sbin/hybrid-llm-ssm-fetch", "/hybrid-llm/dev/hosts/gpu-0/nebula", "/etc/nebula"]
@@ -253,8 +278,10 @@ def test_role_reads_only_own_parameters_and_publishes_only_its_namespace(run_pro
     documents = role_documents(plan, "gpu-0")
     for own in ("gpu-0/nebula/host.key", "gpu-0/k3s/server-ca.key", "gpu-0/k3s/etcd/peer-ca.key"):
         assert iam_sim.allowed(documents, "ssm:GetParameter", f"{PARAMETER_ARN}/{own}")
+        assert iam_sim.allowed(documents, "ssm:GetParameters", f"{PARAMETER_ARN}/{own}"), "what the fetch calls"
     for other in ("gpu-1/nebula/host.key", "gpu-1/k3s/client-ca.key", "lighthouse/nebula/host.key"):
         assert not iam_sim.allowed(documents, "ssm:GetParameter", f"{PARAMETER_ARN}/{other}")
+        assert not iam_sim.allowed(documents, "ssm:GetParameters", f"{PARAMETER_ARN}/{other}")
         assert not iam_sim.allowed(documents, "ssm:GetParametersByPath", f"{PARAMETER_ARN}/{other}")
     assert iam_sim.allowed(documents, "cloudwatch:PutMetricData", "*", {"cloudwatch:namespace": "HybridLLM"})
     assert not iam_sim.allowed(documents, "cloudwatch:PutMetricData", "*", {"cloudwatch:namespace": "AWS/EC2"})

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import gzip
 import ipaddress
+import json
 import re
 import subprocess
 import sys
@@ -309,6 +310,117 @@ def test_model_volume_never_formats_a_device_that_holds_something_else(tmp_path,
     assert "not touching it" in result.stderr
     probe = subprocess.run(["blkid", "-p", "-o", "export", loop_device], capture_output=True, text=True)
     assert "PTTYPE=dos" in probe.stdout and "TYPE=ext4" not in probe.stdout
+
+
+# A stand-in for the AWS CLI's `ssm get-parameters`: answers from a JSON store (a
+# name listed in STUB_LATE appears only from the second call on), fails the first
+# STUB_FAIL calls, and logs each call (start, end, arguments) as a JSON line.
+_AWS_STUB = r'''#!/usr/bin/env python3
+import json, os, sys, time
+args = sys.argv[1:]
+log, state = os.environ["STUB_LOG"], os.environ["STUB_LOG"] + ".count"
+count = int(open(state).read()) if os.path.exists(state) else 0
+open(state, "w").write(str(count + 1))
+start = time.time()
+# STUB_BARRIER=n: each call waits (up to 20 s) until n calls have begun, so calls
+# made one after another never meet it and say so.
+open(f"{log}.began.{os.getpid()}", "w").close()
+barrier, met = int(os.environ.get("STUB_BARRIER", "0")), True
+while barrier:
+    met = len([f for f in os.listdir(os.path.dirname(log)) if ".began." in f]) >= barrier
+    if met or time.time() - start > 20:
+        break
+    time.sleep(0.05)
+names = args[args.index("--names") + 1:]
+names = names[:next((i for i, a in enumerate(names) if a.startswith("--")), len(names))]
+with open(log, "a") as out:
+    out.write(json.dumps({"start": start, "met": met, "args": args, "names": names}) + "\n")
+if args[:2] != ["ssm", "get-parameters"] or count < int(os.environ.get("STUB_FAIL", "0")):
+    print("An error occurred (ThrottlingException): Rate exceeded", file=sys.stderr)
+    sys.exit(254)
+store = json.load(open(os.environ["STUB_STORE"]))
+late = set(os.environ.get("STUB_LATE", "").split())
+found = [n for n in names if n in store and (count > 0 or n not in late)]
+print(json.dumps({"Parameters": [{"Name": n, "Type": "SecureString", "Value": store[n]} for n in found],
+                  "InvalidParameters": [n for n in names if n not in found]}))
+'''
+
+
+@pytest.fixture
+def ssm_stub(tmp_path):
+    """Runs the rendered fetch script against the stub; returns (run, calls)."""
+    from components.aws import k3s_pki
+    stub_dir = tmp_path / "bin"
+    stub_dir.mkdir()
+    (stub_dir / "aws").write_text(_AWS_STUB)
+    (stub_dir / "aws").chmod(0o755)
+    script = _render_to(tmp_path, "ssm-fetch.sh", {"region": "eu-west-3"})
+    prefix = "/hybrid-llm/dev/hosts/gpu-0/k3s"
+    store = {f"{prefix}/{name}": f"-----{name}-----\nvalue of {name}" for name, _ in k3s_pki.tls_files()}
+    (tmp_path / "store.json").write_text(json.dumps(store))
+    log = tmp_path / "calls.jsonl"
+
+    def run(specs: list[str], **env) -> subprocess.CompletedProcess:
+        Path(f"{log}.count").unlink(missing_ok=True)       # STUB_FAIL and STUB_LATE count per run
+        environ = {"PATH": f"{stub_dir}:/usr/bin:/bin", "STUB_LOG": str(log),
+                   "STUB_STORE": str(tmp_path / "store.json"), **env}
+        return subprocess.run(["bash", str(script), prefix, str(tmp_path / "tls"), *specs],
+                              capture_output=True, text=True, timeout=120, env=environ)
+
+    def calls() -> list[dict]:
+        return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+    specs = [f"{name}:{mode}" for name, mode in k3s_pki.tls_files()]
+    return run, calls, specs, store, tmp_path / "tls"
+
+
+def test_ssm_fetch_asks_once_per_ten_names_all_batches_at_once(ssm_stub):
+    """The k3s CA files are on the cold-start path (k3s waits for them): eleven
+    files are two GetParameters calls that run at the same time, not eleven CLI
+    processes in a row."""
+    run, calls, specs, store, out = ssm_stub
+    assert len(specs) == 11
+    result = run(specs, STUB_BARRIER="2")
+    assert result.returncode == 0, result.stderr
+    made = calls()
+    assert sorted(len(c["names"]) for c in made) == [1, 10]
+    assert sorted(n for c in made for n in c["names"]) == sorted(store)
+    for call in made:
+        assert call["args"][:2] == ["ssm", "get-parameters"]
+        assert "--with-decryption" in call["args"] and call["args"][call["args"].index("--region") + 1] == "eu-west-3"
+        assert call["args"][call["args"].index("--cli-connect-timeout") + 1] == "5"
+    assert all(call["met"] for call in made), "the two batches run at the same time"
+    for spec in specs:
+        name, mode = spec.rsplit(":", 1)
+        path = out / name
+        assert path.read_text() == store[f"/hybrid-llm/dev/hosts/gpu-0/k3s/{name}"] + "\n"
+        assert oct(path.stat().st_mode & 0o777) == oct(int(mode, 8)), name
+    written = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()}
+    assert written == {spec.rsplit(":", 1)[0] for spec in specs}, "no temporary file left behind"
+
+
+def test_ssm_fetch_retries_quickly_and_never_logs_a_value(ssm_stub):
+    run, calls, specs, store, out = ssm_stub
+    failed_once = run(specs[:3], STUB_FAIL="1")
+    assert failed_once.returncode == 0, failed_once.stderr
+    assert len(calls()) == 2, "one failure, one retry (after 1 s, no longer a fixed 10 s)"
+    name = specs[3].rsplit(":", 1)[0]
+    late = run([specs[3]], STUB_LATE=f"/hybrid-llm/dev/hosts/gpu-0/k3s/{name}")
+    assert late.returncode == 0, late.stderr
+    assert "not in SSM (yet)" in late.stderr and (out / name).is_file()
+    for text in (failed_once.stderr, late.stderr):
+        assert "value of" not in text
+
+
+def test_ssm_fetch_gives_up_within_its_budget_and_writes_nothing(ssm_stub):
+    run, calls, specs, store, out = ssm_stub
+    name = specs[0].rsplit(":", 1)[0]
+    result = run(specs[:2], HYBRID_LLM_FETCH_BUDGET="0", STUB_LATE=f"/hybrid-llm/dev/hosts/gpu-0/k3s/{name}")
+    assert result.returncode == 1
+    assert "cannot read" in result.stderr and "within 0s" in result.stderr
+    assert "value of" not in result.stderr
+    assert not out.exists() or not [p for p in out.rglob("*") if p.is_file()], "all or nothing per batch"
+    assert run(["server-ca.crt"]).returncode == 2, "a NAME without a MODE is refused"
 
 
 def test_model_volume_waits_for_the_device_then_fails_clearly(tmp_path):

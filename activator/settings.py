@@ -36,7 +36,9 @@ class Settings:
     """The workers the activator may start; the first serves the proxy."""
     port: int = 11434
     host: str = "0.0.0.0"
-    hold_seconds: float = 300.0
+    hold_seconds: float = 450.0
+    """The cold-start budget's p99 plus a minute (components/homelab/cold_start.py,
+    which the deployment passes; a test keeps the two equal)."""
     watch_pods: bool = True
     cluster_ids: tuple[str, ...] = ()
     """Liqo cluster id of each worker, in the order of `instance_ids` (or empty)."""

@@ -42,7 +42,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components import versions
-from components.homelab import ollama
+from components.homelab import cold_start, ollama
 from components.homelab.cluster import resources as _resources
 from components.mesh.nebula_config import OLLAMA_PORT
 
@@ -51,7 +51,7 @@ NAMESPACE = "hybrid-llm"
 NAME = "activator"
 LABELS = {"app.kubernetes.io/name": NAME, "app.kubernetes.io/part-of": "hybrid-llm"}
 # Every hop in front of the activator (clients, ingress) must wait longer than this.
-HOLD_SECONDS = 300
+HOLD_SECONDS = cold_start.hold_seconds()
 REPLICAS = 2
 SHUTDOWN_SECONDS = 50
 PRE_STOP_SECONDS = 5

@@ -41,6 +41,9 @@ SERVICE = "ollama"
 # unloads an idle model when another one needs the room (server/sched.go
 # findRunnerToUnload takes the first runner with no request, whatever its keep-alive).
 KEEP_ALIVE = "-1"
+# Ollama answers `/` within seconds of its start, so the chart's 30 s initial delay
+# only lengthens every cold start (components/homelab/cold_start.py).
+READINESS_PROBE = {"initialDelaySeconds": 2, "periodSeconds": 2}
 
 
 def values(models: Sequence[str], model_volume_gib: int, worker_cluster_id: str) -> dict[str, Any]:
@@ -55,6 +58,7 @@ def values(models: Sequence[str], model_volume_gib: int, worker_cluster_id: str)
             "models": {"pull": list(models)},
         },
         "extraEnv": [{"name": "OLLAMA_KEEP_ALIVE", "value": KEEP_ALIVE}],
+        "readinessProbe": dict(READINESS_PROBE),
         "persistentVolume": {"enabled": True, "storageClass": "liqo", "size": f"{model_volume_gib}Gi",
                              "accessModes": ["ReadWriteOnce"]},
         # The first worker's virtual node: its model volume holds the models.

@@ -1,0 +1,71 @@
+"""The cold-start budget: from the activator's StartInstances on a stopped worker
+to held requests released, step by step, as a p50 and a p99 in seconds, each with
+where the figure comes from. The default hold is derived from it (the p99 plus a
+minute, rounded up to half a minute), so a change here moves the hold, and the
+README's table is this one (a test compares them).
+
+Estimates are marked as such: nothing here can boot EC2, k3s, Liqo or a GPU.
+Steps that run beside the critical path (the homelab's Nebula tunnel to the
+worker while k3s starts; the virtual node's recovery and the kubelet's re-list,
+which end together) count once, as their longest.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from components.homelab import ollama
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    p50: float
+    p99: float
+    source: str
+
+
+def _readiness() -> tuple[float, float]:
+    """The Ollama pod's first readiness success after its container starts, from the
+    probe the program sets: the initial delay plus one period (p99: two)."""
+    probe = ollama.READINESS_PROBE
+    return (probe["initialDelaySeconds"] + probe["periodSeconds"],
+            probe["initialDelaySeconds"] + 2 * probe["periodSeconds"])
+
+
+READY_P50, READY_P99 = _readiness()
+
+STEPS: tuple[Step, ...] = (
+    Step("a `stopping` worker waited out first", 0, 120,
+         "estimate: Ubuntu's shutdown and EC2's stopping; the usual start is from `stopped`"),
+    Step("EC2 `pending` to `running`", 15, 60,
+         "estimate from published launch timings (about 5 s and 16.5 s for new launches); not a GPU restart"),
+    Step("boot to network-online", 20, 45,
+         "estimate: about 17 s for a plain AMI, the Deep Learning AMI is heavier; cloud-init does not re-run user data"),
+    Step("per-start units to k3s (SSM fetches, Nebula address, model volume)", 1.5, 8,
+         "measured here: nebula1 has its address 0.11 s after Nebula starts (bench/worker_restart_mesh.py); "
+         "one GetParameters call per ten names, in parallel (userdata/ssm-fetch.sh)"),
+    Step("k3s answering on the Nebula address", 15, 45, "estimate (k3s #9073: the API answers before systemd says so)"),
+    Step("Liqo: virtual node Ready again and its pods re-listed", 68, 77,
+         "Liqo v1.2.0 pings the provider's /livez every 15 s; the virtual kubelet's status timer is 60 s; "
+         "client-go's re-list backoff is capped at 30-60 s (read in their source)"),
+    Step("Ollama's pod running again (a GPU pod rejected at the node's restart is replaced)", 8, 20,
+         "estimate; kubernetes #128043 (device-plugin pods fail admission after a reboot); not observed here"),
+    Step("Ollama's readiness probe", READY_P50, READY_P99,
+         "the probe the program sets on the chart: initial delay plus one period (p99: two)"),
+    Step("readiness reflected into the homelab Service's endpoints", 2, 5, "estimate (watch events)"),
+    Step("the activator's probe notices", 1, 2, "its poll, ACTIVATOR_POLL_SECONDS = 2"),
+)
+
+P50 = sum(step.p50 for step in STEPS)
+P99 = sum(step.p99 for step in STEPS)
+"""A plain sum of the steps' p99s: conservative (a root-sum-square of the spreads
+is about 100 s less)."""
+
+MARGIN_SECONDS = 60
+
+
+def hold_seconds() -> int:
+    """The budget's p99 plus a minute, rounded up to half a minute."""
+    return int(math.ceil((P99 + MARGIN_SECONDS) / 30) * 30)

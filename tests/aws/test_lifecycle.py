@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from components.aws.gpu_worker import GPU_PRESENT_LABEL, PUBLIC_IP_FIELD
+from components.aws.gpu_worker import GPU_PRESENT_LABEL, PUBLIC_IP_FIELD, STOP_REASON_FIELD
 from components.config import ConfigError
 from tools import harness
 from tools.mocks import AwsMocks
@@ -52,6 +52,8 @@ def test_a_stopped_workers_missing_public_ip_does_not_replace_it(dev_plan):
     instance, _, _ = worker_parts(dev_plan)
     assert instance.plain()["associatePublicIpAddress"] is True
     assert PUBLIC_IP_FIELD == "associatePublicIpAddress" and PUBLIC_IP_FIELD in instance.ignore_changes
+    # The scaler's note on a stopped worker never shows as drift to strip.
+    assert STOP_REASON_FIELD == 'tags["hybrid-llm:stop-reason"]' and STOP_REASON_FIELD in instance.ignore_changes
 
 
 def test_delete_order_attachment_then_guard_then_instance(dev_plan):

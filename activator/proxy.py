@@ -167,6 +167,18 @@ async def read_body(request: web.Request, limit: int) -> tuple[bytes, bool]:
             return b"".join(chunks), False
 
 
+async def read_up_to(content: aiohttp.StreamReader, limit: int) -> bytes:
+    """The body up to `limit` bytes: all of it when it is shorter (a single read
+    returns only what has arrived so far)."""
+    kept = bytearray()
+    while len(kept) < limit:
+        chunk = await content.read(limit - len(kept))
+        if not chunk:
+            break
+        kept += chunk
+    return bytes(kept)
+
+
 async def _rest_of(prefix: bytes, content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
     yield prefix
     async for chunk in content.iter_any():
@@ -247,7 +259,7 @@ class Proxy:
                     upstream.release()
                     return None
                 self._awake.answered()
-                kept = await upstream.content.read(self._cache.body_bytes + 1)
+                kept = await read_up_to(upstream.content, self._cache.body_bytes + 1)
         except BACKEND_DOWN:
             await self._awake.check()
             return None
@@ -278,7 +290,7 @@ class Proxy:
         quick = 0
         released = False
         while True:
-            if self._awake.awake or quick == 0 and deadline is None and not self._hold_needed():
+            if self._awake.awake:  # known asleep: straight to the hold, no attempt first
                 outcome = await self._attempt(request, body)
                 if not isinstance(outcome, str):
                     return outcome
@@ -303,10 +315,6 @@ class Proxy:
                                                   f"within the {self._settings.hold_seconds:g}s hold",
                                            self._settings.retry_after_seconds))
             released, quick = True, 0
-
-    def _hold_needed(self) -> bool:
-        """Ollama is known to be asleep: go straight to the hold, no attempt first."""
-        return not self._awake.awake
 
     async def _attempt(self, request: web.Request, body: bytes) -> Union[web.StreamResponse, str]:
         """One try: Ollama's answer relayed, or why it never reached Ollama."""

@@ -147,6 +147,16 @@ class FakeOllama:
             if payload.get("model") != "llama3.2:3b":
                 return web.json_response({"error": f"model '{payload.get('model')}' not found"}, status=404)
             return web.json_response(SHOW)
+        if path == "/api/big":  # an answer that arrives in many chunks
+            response = web.StreamResponse(headers={"Content-Type": "application/json"})
+            await response.prepare(request)
+            await response.write(b'{"parts":[')
+            for index in range(2000):
+                await response.write(json.dumps({"n": index, "text": "x" * 200}).encode() +
+                                     (b"," if index < 1999 else b""))
+            await response.write(b"]}")
+            await response.write_eof()
+            return response
         if path == "/api/silent":  # one line, then nothing: a worker that went away mid-answer
             response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
             await response.prepare(request)

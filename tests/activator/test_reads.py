@@ -162,3 +162,22 @@ def test_an_explicit_wake_refused_by_aws_says_why(moto_clients: tuple[Any, Any])
 
     status, retry_after, body = run(scenario())
     assert (status, retry_after) == (503, "300") and "InvalidInstanceID.NotFound" in body["error"]
+
+
+def test_a_long_answer_is_kept_whole(moto_clients: tuple[Any, Any]) -> None:
+    async def scenario() -> tuple[bytes, bytes, str]:
+        backend = FakeOllama()
+        await backend.start()
+        settings = fast_settings(backend.url, ("i-0123456789abcdef0",))
+        async with serving(settings, moto_clients[0], StubCloudWatch()) as (activator, url), client() as session:
+            async with session.get(url + "/api/big") as reply:
+                awake = await reply.read()
+            await backend.stop()
+            assert await wait_for(lambda: not activator.awake.awake)
+            async with session.get(url + "/api/big") as reply:
+                asleep, source = await reply.read(), reply.headers.get("X-Hybrid-LLM-Answer", "")
+        return awake, asleep, source
+
+    awake, asleep, source = run(scenario())
+    assert len(json.loads(awake)["parts"]) == 2000
+    assert asleep == awake and source.startswith("activator (cache")

@@ -5,8 +5,6 @@ namespaces. Prints figures; asserts nothing. Needs root and Debian's nebula."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import statistics
 import sys
 import time
@@ -15,7 +13,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tools import harness  # noqa: E402
-from tools.netns import NebulaLab, lab_files  # noqa: E402
+from tools.netns import NebulaLab, lab_files, why_no_lab  # noqa: E402
 
 RUNS = 5
 HOSTS = ("lighthouse", "talos-cp-1", "gpu-0")
@@ -38,9 +36,9 @@ def one_run(plan: harness.Plan) -> float:
 
 
 def main() -> int:
-    missing = [t for t in ("ip", "unshare", "nebula", "ping") if not shutil.which(t)]
-    if missing or os.geteuid() != 0:
-        print(f"mesh_up: needs root and {', '.join(missing) or 'nothing else'}; skipped")
+    reason = why_no_lab()
+    if reason:
+        print(f"mesh_up: {reason}; skipped")
         return 0
     plan = harness.run_stack("dev")
     samples = [one_run(plan) for _ in range(RUNS)]

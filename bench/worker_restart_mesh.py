@@ -9,8 +9,6 @@ nothing. Needs root and Debian's nebula (otherwise says it skipped)."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import statistics
 import sys
 import threading
@@ -20,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tools import harness  # noqa: E402
-from tools.netns import NebulaLab, lab_files  # noqa: E402
+from tools.netns import NebulaLab, lab_files, why_no_lab  # noqa: E402
 
 RUNS = 3
 DOWN_SECONDS = 20.0
@@ -64,9 +62,9 @@ def one_run(plan: harness.Plan) -> tuple[float, float]:
 
 
 def main() -> int:
-    missing = [t for t in ("ip", "unshare", "nebula", "ping") if not shutil.which(t)]
-    if missing or os.geteuid() != 0:
-        print(f"worker_restart_mesh: needs root and {', '.join(missing) or 'nothing else'}; skipped")
+    reason = why_no_lab()
+    if reason:
+        print(f"worker_restart_mesh: {reason}; skipped")
         return 0
     plan = harness.run_stack("dev")
     runs = [one_run(plan) for _ in range(RUNS)]

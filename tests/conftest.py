@@ -7,7 +7,7 @@ import os
 import shutil
 import sys
 from pathlib import Path
-from typing import Callable, Mapping, Optional
+from typing import Callable, Mapping, NoReturn, Optional
 
 import pytest
 
@@ -19,25 +19,26 @@ from tools import harness  # noqa: E402
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
+def unavailable(message: str) -> NoReturn:
+    """Something a test needs is missing: a failure under CI=true, a skip elsewhere."""
+    if IN_CI:
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 def require_tool(name: str) -> str:
     """Path of a system tool. Missing: a failure under CI=true, a skip elsewhere."""
     path = shutil.which(name)
     if path:
         return path
-    message = f"{name} is not installed (make test installs it: apt-get install the package that ships it)"
-    if IN_CI:
-        pytest.fail(message)
-    pytest.skip(message)
+    unavailable(f"{name} is not installed (make test installs it: apt-get install the package that ships it)")
 
 
 def require_root(reason: str) -> None:
     """Root is needed for network namespaces: a failure under CI=true, a skip elsewhere."""
     if os.geteuid() == 0:
         return
-    message = f"needs root: {reason}"
-    if IN_CI:
-        pytest.fail(message)
-    pytest.skip(message)
+    unavailable(f"needs root: {reason}")
 
 
 ProgramRunner = Callable[..., harness.Plan]

@@ -57,6 +57,17 @@ class LabPod:
     gateway: ipaddress.IPv4Address     # the host's end of the veth
 
 
+LAB_TOOLS = ("ip", "unshare", "nebula", "ping")
+
+
+def why_no_lab() -> Optional[str]:
+    """Why a NebulaLab cannot run on this machine, or None when it can."""
+    missing = [tool for tool in LAB_TOOLS if not shutil.which(tool)]
+    if missing or os.geteuid() != 0:
+        return f"needs root and {', '.join(missing) or 'nothing else'}"
+    return None
+
+
 def _run(*cmd: str, check: bool = True, timeout: float = 20) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, check=check, capture_output=True, text=True, timeout=timeout)
 

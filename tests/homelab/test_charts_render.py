@@ -42,7 +42,7 @@ from components.aws.gpu_worker import GPU_PRESENT_LABEL
 from components.homelab import ollama
 from components.mesh.nebula_config import OLLAMA_PORT
 from tests import upstream
-from tests.conftest import IN_CI
+from tests.conftest import unavailable
 
 KUBERNETES_VERSION = "1.34"        # k3s v1.34 on the workers (components/versions.py)
 RELEASE = "kubernetes:helm.sh/v3:Release"
@@ -57,10 +57,7 @@ def _engine():
     try:
         import helm_python
     except ImportError as err:  # pragma: no cover - depends on the environment
-        message = f"helm-python-sdk is not installed ({err}); `make deps` installs it from requirements-dev.txt"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(f"helm-python-sdk is not installed ({err}); `make deps` installs it from requirements-dev.txt")
     return helm_python
 
 

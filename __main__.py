@@ -82,7 +82,7 @@ workers = {
             root_volume_gib=cfg.gpu_root_volume_gib, model_volume_gib=cfg.model_volume_gib,
             spot=cfg.gpu_spot, spot_max_price=cfg.gpu_spot_max_price, aws_profile=cfg.aws_profile,
             ami_id=cfg.gpu_ami_id,
-            protect_model_volume=cfg.protect_model_volume,
+            protect_model_volume=cfg.protect_model_volume, serves_ollama=host is gpu_hosts[0],
             nebula_parameters=mesh.parameters[host.name], boot_after=network.internet_route,
         ),
         opts=on_aws,

@@ -9,7 +9,7 @@ Environment (a malformed value stops it at start: one line on stderr, exit 2):
                            the first serves the proxy; no other instance is ever started
   ACTIVATOR_PORT           port to listen on (11434)
   ACTIVATOR_HOST           address to listen on (0.0.0.0)
-  ACTIVATOR_HOLD_SECONDS   how long a request is held while the worker starts (450)
+  ACTIVATOR_HOLD_SECONDS   how long a request is held while the worker starts (480)
   ACTIVATOR_MAX_HELD       requests held at once; past it 503 at once (256)
   ACTIVATOR_FIRST_BYTE_SECONDS   how long a GPU request may wait for Ollama's first
                            byte (600): a model load plus a whole non-streamed answer

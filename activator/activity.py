@@ -71,6 +71,8 @@ class Activity:
 
     async def run(self) -> None:
         while True:
+            # Cleared before looking, so work that begins during a publish wakes the next turn.
+            self._changed.clear()
             if self._in_flight:
                 self._mark()
             due = {m: v for m, v in self._peaks.items() if m not in self._published}
@@ -79,7 +81,6 @@ class Activity:
                 self._published.add(minute)
                 await self._publish(minute, value)
             self._published = {m for m in self._published if m >= minute_of(self._clock()) - MINUTE}
-            self._changed.clear()
             await self._wait()
 
     async def _wait(self) -> None:

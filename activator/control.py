@@ -8,9 +8,9 @@ The explicit wake is for a person or an automation that wants the GPU warm
 before the first prompt (reads never wake it, DESIGN decision 12). It starts the
 proxy's worker and answers at once with its state: 200 when Ollama already
 answers, 202 while the worker comes up, 503 with the AWS reason when the start
-is refused for good. It counts as work only until the worker has started (the
-scaler's grace from "ready" covers the boot), so calling it never keeps an idle
-worker up for longer than a minute of activity.
+is refused for good. A start it makes counts as a minute of work (the scaler's
+grace from "ready" covers the boot); on a worker that was running already it
+counts as nothing, so calling it never keeps an idle or broken worker up.
 """
 
 from __future__ import annotations
@@ -24,11 +24,20 @@ from activator.awake import Awake
 from activator.metrics import Metrics
 from activator.settings import Settings
 from activator.supervisor import Supervisor
-from activator.waker import Waker
+from activator.waker import Waker, WakeResult
 
 WAKE_PATH = "/hybrid-llm/wake"
 WAKE_ANSWER_SECONDS = 5.0
 """How long the wake waits for EC2's answer before it answers 202 `starting`."""
+
+
+def _count_start(task: "asyncio.Task[WakeResult]", activity: Activity) -> None:
+    """A start the wake made is a minute of work; a worker that was running already
+    (Ollama down on it, say) gets none, so a keep-warm call never keeps a broken
+    worker billing."""
+    if not task.cancelled() and task.exception() is None and task.result().started:
+        activity.begin()
+        activity.end()
 
 
 def routes(settings: Settings, waker: Waker, awake: Awake, activity: Activity,
@@ -49,9 +58,8 @@ def routes(settings: Settings, waker: Waker, awake: Awake, activity: Activity,
         worker = waker.instance_id
         if awake.awake:
             return web.json_response({"worker": worker, "state": "running", "ollama": "awake", "started": False})
-        activity.begin()
         task = waker.wake("explicit wake")
-        task.add_done_callback(lambda _: activity.end())
+        task.add_done_callback(lambda done: _count_start(done, activity))
         await asyncio.wait({task}, timeout=WAKE_ANSWER_SECONDS)
         if not task.done():
             return web.json_response({"worker": worker, "state": waker.last_state or "starting",

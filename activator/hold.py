@@ -29,6 +29,7 @@ from datetime import datetime, timezone
 from typing import Awaitable, Callable, Optional
 
 from activator.metrics import Metrics
+from activator.present import Presence
 from activator.settings import Settings
 from activator.waker import Waker
 
@@ -45,12 +46,14 @@ class Verdict:
 
 class Hold:
     def __init__(self, settings: Settings, waker: Waker, probe: Callable[[], Awaitable[bool]], *,
-                 clock: Callable[[], float] = time.monotonic, metrics: Optional[Metrics] = None) -> None:
+                 clock: Callable[[], float] = time.monotonic, metrics: Optional[Metrics] = None,
+                 presence: Optional[Presence] = None) -> None:
         self._settings = settings
         self._waker = waker
         self._probe = probe
         self._clock = clock
         self._metrics = metrics
+        self._presence = presence
         self._task: Optional[asyncio.Task[Verdict]] = None
         self._deadline = 0.0
         self._closing = asyncio.Event()
@@ -61,8 +64,10 @@ class Hold:
         """When a hold starting now must end."""
         return self._clock() + self._settings.hold_seconds
 
-    async def wait(self, deadline: float) -> Verdict:
-        """Wait, at most until `deadline`, for the backend to be ready."""
+    async def wait(self, deadline: float, model: Optional[str] = None) -> Verdict:
+        """Wait, at most until `deadline`, for the backend to be ready and, for a
+        request naming one of the configured `model`s, for that model to be there
+        (present.py): still held, capped, counted and answered at shutdown."""
         if self._closing.is_set():
             return self._shutting_down()
         if self.held >= self._settings.max_held:
@@ -78,6 +83,8 @@ class Hold:
         verdict: Optional[Verdict] = None
         try:
             verdict = await asyncio.wait_for(asyncio.shield(self._task), max(0.0, deadline - self._clock()))
+            if verdict.ready and self._presence is not None and self._presence.must_wait_for(model):
+                verdict = await self._until_present(str(model), deadline)
         except asyncio.TimeoutError:
             verdict = self._ran_out()
         finally:
@@ -86,6 +93,22 @@ class Hold:
                 outcome = "left" if verdict is None else "released" if verdict.ready else "unavailable"
                 self._metrics.hold_seconds.labels(outcome).observe(self._clock() - began)
         return verdict
+
+    async def _until_present(self, model: str, deadline: float) -> Verdict:
+        assert self._presence is not None
+        arrived = asyncio.ensure_future(self._presence.wait(model, deadline))
+        closing = asyncio.ensure_future(self._closing.wait())
+        try:
+            await asyncio.wait({arrived, closing}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (arrived, closing):
+                task.cancel()
+        if not arrived.done() or arrived.cancelled():
+            return self._shutting_down()
+        if arrived.result():
+            return Verdict(True)
+        return Verdict(False, f"Ollama answers, but {model} did not arrive on the worker within the "
+                              f"{self._settings.hold_seconds:g}s hold", self._settings.retry_after_seconds)
 
     def close(self) -> None:
         """Shutting down: every held request gets its 503 now."""

@@ -44,7 +44,7 @@ from activator.activity import Activity
 from activator.awake import Awake
 from activator.hold import Hold, Verdict
 from activator.metrics import Metrics
-from activator.present import Presence, requested_model
+from activator.present import requested_model
 from activator.settings import Settings
 
 log = logging.getLogger("activator.proxy")
@@ -199,9 +199,8 @@ def _copy_headers(upstream: aiohttp.ClientResponse, response: web.StreamResponse
 
 class Proxy:
     def __init__(self, settings: Settings, session: aiohttp.ClientSession, hold: Hold,
-                 activity: Activity, awake: Awake, metrics: Metrics, presence: Presence) -> None:
+                 activity: Activity, awake: Awake, metrics: Metrics) -> None:
         self._settings = settings
-        self._presence = presence
         self._session = session
         self._hold = hold
         self._activity = activity
@@ -230,12 +229,14 @@ class Proxy:
         return URL(self._settings.backend + request.raw_path, encoded=True)
 
     async def _send(self, request: web.Request, data: object, sending: Sending,
-                    headers: Optional[CIMultiDict[str]] = None) -> aiohttp.ClientResponse:
+                    headers: Optional[CIMultiDict[str]] = None,
+                    timeout: Optional[aiohttp.ClientTimeout] = None) -> aiohttp.ClientResponse:
         skip = [name for name in AUTO_HEADERS if name not in request.headers]
+        extra = {"timeout": timeout} if timeout is not None else {}
         return await self._session.request(
             request.method, self._target(request), headers=headers or request_headers(request),
             data=data, allow_redirects=False, skip_auto_headers=skip,
-            expect100=not sending.bodiless, trace_request_ctx=sending)
+            expect100=not sending.bodiless, trace_request_ctx=sending, **extra)
 
     # Reads -----------------------------------------------------------------
 
@@ -252,6 +253,7 @@ class Proxy:
         headers = request_headers(request)
         headers["Accept-Encoding"] = "identity"
         sending = Sending(None, bodiless=True)
+        upstream: Optional[aiohttp.ClientResponse] = None
         try:
             async with asyncio.timeout(self._settings.read_timeout):
                 upstream = await self._send(request, body or None, sending, headers)
@@ -260,7 +262,9 @@ class Proxy:
                     return None
                 self._awake.answered()
                 kept = await read_up_to(upstream.content, self._cache.body_bytes + 1)
-        except BACKEND_DOWN:
+        except (aiohttp.ClientError, asyncio.TimeoutError):  # refused, timed out, or broken mid-answer
+            if upstream is not None:
+                upstream.close()
             await self._awake.check()
             return None
         response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
@@ -280,8 +284,9 @@ class Proxy:
             (answer, headers), source = reads.unknown(request.path, self._settings.retry_after_seconds), "none"
         self._metrics.answered_while_asleep.labels(source).inc()
         headers["X-Hybrid-LLM-Answer"] = f"activator ({source}; worker asleep)"
+        # aiohttp sends no body for HEAD, and keeps the GET's Content-Length.
         return web.Response(status=answer.status, headers={**headers, "Content-Type": answer.content_type},
-                            body=None if request.method == "HEAD" else answer.body)
+                            body=answer.body)
 
     # Work ------------------------------------------------------------------
 
@@ -306,19 +311,15 @@ class Proxy:
             elif released:
                 # Released, yet this request failed again: never spin faster than the poll.
                 await asyncio.sleep(self._settings.poll_seconds)
-            verdict = await self._hold.wait(deadline)
+            verdict = await self._hold.wait(deadline, model=requested_model(body))
             if not verdict.ready:
                 return unavailable(verdict)
-            model = requested_model(body)
-            if self._presence.must_wait_for(model) and not await self._presence.wait(model, deadline):
-                return unavailable(Verdict(False, f"Ollama answers, but {model} did not arrive on the worker "
-                                                  f"within the {self._settings.hold_seconds:g}s hold",
-                                           self._settings.retry_after_seconds))
             released, quick = True, 0
 
     async def _attempt(self, request: web.Request, body: bytes) -> Union[web.StreamResponse, str]:
         """One try: Ollama's answer relayed, or why it never reached Ollama."""
         sending = Sending(self._activity, bodiless=not body)
+        first_byte_by = asyncio.get_running_loop().time() + self._settings.first_byte_seconds
         try:
             try:
                 upstream = await asyncio.wait_for(self._send(request, body or None, sending),
@@ -334,7 +335,7 @@ class Proxy:
             self._awake.answered()
             response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
             _copy_headers(upstream, response)
-            return await self._relay(request, upstream, response)
+            return await self._relay(request, upstream, response, first_byte_by=first_byte_by)
         finally:
             sending.done()
 
@@ -358,8 +359,13 @@ class Proxy:
                 return unavailable(verdict)
         sending = Sending(self._activity, bodiless=False)
         try:
+            s = self._settings
+            # The read timer starts once the upload is sent, so a long upload is never cut.
+            after_upload = aiohttp.ClientTimeout(total=None, connect=s.connect_timeout,
+                                                 sock_connect=s.connect_timeout, sock_read=s.first_byte_seconds)
             try:
-                upstream = await self._send(request, _rest_of(prefix, request.content), sending)
+                upstream = await self._send(request, _rest_of(prefix, request.content), sending,
+                                            timeout=after_upload)
             except BACKEND_DOWN as err:
                 return web.Response(status=502, text=f"backend failed during a streamed upload: "
                                                      f"{type(err).__name__}\n")
@@ -370,13 +376,16 @@ class Proxy:
             sending.done()
 
     async def _relay(self, request: web.Request, upstream: aiohttp.ClientResponse,
-                     response: web.StreamResponse, prefix: bytes = b"", timed: bool = True) -> web.StreamResponse:
+                     response: web.StreamResponse, prefix: bytes = b"", timed: bool = True,
+                     first_byte_by: Optional[float] = None) -> web.StreamResponse:
         """Pass the answer through as it arrives. With `timed`, the first body
-        byte may take what is left of `first_byte_seconds` and each later one
-        `stream_idle_seconds`; an answer silent for longer is ended."""
+        byte may take what is left of `first_byte_seconds` since the request went
+        out (`first_byte_by`), and each later one `stream_idle_seconds`; an answer
+        silent for longer is ended."""
         s = self._settings
         loop = asyncio.get_running_loop()
-        first_byte_by = loop.time() + s.first_byte_seconds
+        if first_byte_by is None:
+            first_byte_by = loop.time() + s.first_byte_seconds
         begun = bool(prefix)
         done = False
         try:

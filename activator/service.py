@@ -52,11 +52,11 @@ class Activator:
         self._session = backend_session(s)
         self.awake = Awake(functools.partial(probe, self._session, s), s.liveness_seconds)
         waker = self.wakers[s.proxy_instance_id]
-        self.hold = Hold(s, waker, self.awake.check, metrics=self.metrics)
-        self.metrics.track(lambda: self.activity.in_flight, lambda: self.hold.held if self.hold else 0)
         presence = Presence(s.models, functools.partial(list_models, self._session, s), s.poll_seconds,
                             asyncio.get_running_loop().time)
-        proxy = Proxy(s, self._session, self.hold, self.activity, self.awake, self.metrics, presence)
+        self.hold = Hold(s, waker, self.awake.check, metrics=self.metrics, presence=presence)
+        self.metrics.track(lambda: self.activity.in_flight, lambda: self.hold.held if self.hold else 0)
+        proxy = Proxy(s, self._session, self.hold, self.activity, self.awake, self.metrics)
         own = control.routes(s, waker, self.awake, self.activity, self.metrics, self.supervisor)
         # handler_cancellation: a client that hangs up ends its request (and its work) at once.
         self._runner = web.AppRunner(build_app(proxy, own), access_log=None, handle_signals=False,

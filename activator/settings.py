@@ -36,9 +36,10 @@ class Settings:
     """The workers the activator may start; the first serves the proxy."""
     port: int = 11434
     host: str = "0.0.0.0"
-    hold_seconds: float = 450.0
-    """The cold-start budget's p99 plus a minute (components/homelab/cold_start.py,
-    which the deployment passes; a test keeps the two equal)."""
+    hold_seconds: float = 480.0
+    """The cold-start budget's p99 plus a minute for one model
+    (components/homelab/cold_start.py; the deployment passes the figure for the
+    stack's models, and a test keeps the two defaults equal)."""
     watch_pods: bool = True
     cluster_ids: tuple[str, ...] = ()
     """Liqo cluster id of each worker, in the order of `instance_ids` (or empty)."""

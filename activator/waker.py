@@ -5,10 +5,12 @@ hundred waiting requests cost one DescribeInstances and at most one
 StartInstances. The task reads the state first: `stopped` is started, `stopping`
 is waited out and then started, `pending`/`running` need nothing. Two stopped
 workers are not started: one EC2 stopped for a spot interruption (only EC2 may
-restart it; StartInstances would be refused), and, when a hold starts it again
-after it stopped mid-hold, one the scaler stopped because its Ollama never
-answered (the scaler's `hybrid-llm:stop-reason` tag, newer than the hold):
-starting it again would bill another 30 minutes for the same fault.
+restart it; StartInstances would be refused), and one the scaler stopped
+because its Ollama never answered (the scaler's `hybrid-llm:stop-reason` tag)
+after this activator started it, or after the hold that starts it again began,
+for NEVER_READY_COOLDOWN after that stop: starting it again would bill another
+30 minutes for the same fault. After the cooldown a new request may try once
+more (the fault may have passed: a registry that was down during the pull).
 
 AWS failures are answers, not hangs. Each is logged in one line with its error
 code and classified: a non-retryable one (wrong id, no permission, a spot
@@ -42,6 +44,7 @@ log = logging.getLogger("activator.waker")
 # scaler_lambda/handler.py STOP_REASON_TAG: `<rule>@<UTC time>` of the scaler's last stop.
 STOP_REASON_TAG = "hybrid-llm:stop-reason"
 NEVER_READY = "never-ready"
+NEVER_READY_COOLDOWN = timedelta(hours=6)
 # StateReason codes of an instance that EC2 stopped for a spot interruption.
 SPOT_INTERRUPTION_CODES = ("Server.SpotInstanceShutdown", "Server.SpotInstanceTermination")
 
@@ -119,8 +122,11 @@ def classify(err: BaseException) -> StartFailure:
     return StartFailure(type(err).__name__, _one_line(str(err)), retryable)
 
 
-def not_to_start(instance: dict[str, Any], restart_since: Optional[datetime]) -> Optional[StartFailure]:
-    """Why a stopped worker must not be started by the activator, or None."""
+def not_to_start(instance: dict[str, Any], restart_since: Optional[datetime],
+                 now: Optional[datetime] = None) -> Optional[StartFailure]:
+    """Why a stopped worker must not be started by the activator, or None.
+    `restart_since`: the activator's own last start of it, or the start of the hold
+    that starts it again."""
     reason = (instance.get("StateReason") or {}).get("Code", "")
     if reason in SPOT_INTERRUPTION_CODES:
         return StartFailure("SpotInterrupted", f"EC2 stopped the worker for a spot interruption ({reason})", False)
@@ -132,9 +138,12 @@ def not_to_start(instance: dict[str, Any], restart_since: Optional[datetime]) ->
         stopped_at = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
     except ValueError:
         return None
-    if rule == NEVER_READY and stopped_at >= restart_since - timedelta(minutes=1):
+    now = now or datetime.now(timezone.utc)
+    if rule == NEVER_READY and stopped_at >= restart_since - timedelta(minutes=1) \
+            and now - stopped_at < NEVER_READY_COOLDOWN:
         return StartFailure("StoppedNeverReady", f"the scaler stopped it at {stamp}: Ollama never answered "
-                                                 f"after the start this hold made", False)
+                                                 f"after the activator's last start; not started again before "
+                                                 f"{stopped_at + NEVER_READY_COOLDOWN:%H:%M}Z", False)
     return None
 
 
@@ -162,6 +171,8 @@ class Waker:
         self._on_started = on_started
         """Told the instance id of each worker this waker started."""
         self._task: Optional[asyncio.Task[WakeResult]] = None
+        self._last_start: Optional[datetime] = None
+        """When this waker last started the worker (wall clock)."""
         self._deadline = 0.0
         self.last_state: Optional[str] = None
         self.last_failure: Optional[StartFailure] = None
@@ -211,10 +222,12 @@ class Waker:
                     self.last_failure = None
                     self._count("running")
                     return WakeResult(state)
-                refusal = not_to_start(instance, restart_since) if state == "stopped" else None
+                since = restart_since or self._last_start
+                refusal = not_to_start(instance, since) if state == "stopped" else None
                 if refusal is not None:
                     return self._give_up(refusal)
                 if state == "stopped":
+                    self._last_start = datetime.now(timezone.utc)
                     reply = await self._call("start_instances")
                     now = reply["StartingInstances"][0]["CurrentState"]["Name"]
                     self.last_state = now

@@ -92,9 +92,11 @@ def window(now: datetime, idle_minutes: int) -> tuple[datetime, datetime]:
 
 
 def ready_minute(ready: Mapping[datetime, float], launch_time: datetime) -> Optional[datetime]:
-    """The first minute since the last start (its floor) with Ready >= 1."""
+    """The first minute after the one of the last start with Ready >= 1. The start's
+    own minute may hold the previous run's point (a stop and a start within a
+    minute); the new boot's agent first publishes for a later minute anyway."""
     since = floor_minute(launch_time)
-    return min((t for t, v in ready.items() if t >= since and v >= 1), default=None)
+    return min((t for t, v in ready.items() if t > since and v >= 1), default=None)
 
 
 def _minutes(delta: timedelta) -> str:

@@ -7,10 +7,13 @@
 #   Activity        1 if this worker did GPU work in the minute, else 0 (the
 #                   scaler reads the Maximum per minute; the homelab activator
 #                   publishes the same metric for its requests in flight).
-#   Ready           1 once Ollama has answered GET /api/version with HTTP 200
-#                   since this boot, else 0. The marker lives in /run, a tmpfs
-#                   that is empty after every start. The scaler's grace counts
-#                   from the first Ready minute.
+#   Ready           1 once this worker can serve since this boot, else 0: on the
+#                   worker that runs Ollama (ready check "ollama"), once Ollama
+#                   answered GET /api/version with HTTP 200; on the others
+#                   ("k3s"), which take GPU pods of the user's own, once k3s
+#                   answers /readyz. The marker lives in /run, a tmpfs that is
+#                   empty after every start. The scaler's grace counts from the
+#                   first Ready minute, and a worker never ready is stopped.
 #   GpuUtilization  the highest reading of the minute in percent, for people:
 #                   the figure the Activity rule compared.
 # GPU work is either:
@@ -20,16 +23,18 @@
 #   Ollama merely keeps loaded sits in memory and runs no kernels: 0 %. Prompt
 #   evaluation and generation launch kernels back to back, so readings taken
 #   during them are high. One reading a minute would miss short work, so the
-#   agent takes one every @@{sample_every_seconds} s from the start of the minute
+#   agent takes one every @@{sample_every_seconds} s once the probes are done
 #   until second @@{sample_until_second}, and the minute is busy if ANY reading of
 #   any GPU reaches @@{gpu_busy_percent} %: far above idle (0), far below a
 #   generating GPU, and a stray reading costs one extra minute at most. Work
 #   that lasts a few seconds inside that span is seen; the rest of the minute
 #   is left for the probes and the publish. Requests through the activator
 #   count there whatever the agent sees.
-# - A Running pod on this k3s whose containers or init containers request or
-#   limit nvidia.com/gpu, other than Ollama's (selector @@{ollama_selector}; Liqo
-#   keeps the labels on the offloaded pod). The device plugin requests no GPU.
+# - A pod on this k3s, Running or scheduled and starting (pulling its image),
+#   whose containers or init containers request or limit nvidia.com/gpu, other
+#   than Ollama's (selector @@{ollama_selector}; Liqo keeps the labels on the
+#   offloaded pod). The device plugin requests no GPU. A pod k3s cannot schedule
+#   is not work here (only maxRunHours would end it).
 # What cannot be measured counts as idle, so a broken probe never keeps a GPU
 # billing; Ready is 1 only after a real 200. Every command has a time limit, so
 # a run ends before the next minute's run (the unit's TimeoutStartSec too).
@@ -38,6 +43,7 @@ export TZ=UTC
 readonly REGION="@@{region}" NAMESPACE="@@{namespace}"
 readonly OLLAMA_SELECTOR="@@{ollama_selector}" OLLAMA_PORT=@@{ollama_port}
 readonly BUSY_PERCENT=@@{gpu_busy_percent} SAMPLE_EVERY=@@{sample_every_seconds} SAMPLE_UNTIL=@@{sample_until_second}
+readonly READY_CHECK="@@{ready_check}"
 readonly RUN_DIR="${HYBRID_LLM_RUN_DIR:-@@{run_dir}}"
 readonly IMDS=http://169.254.169.254/latest
 log() { echo "hybrid-llm-activity: $*" >&2; }
@@ -58,7 +64,8 @@ instance_id=$(curl -sf --connect-timeout 1 --max-time 2 \
 [[ $instance_id =~ ^i-[0-9a-f]+$ ]] || { log "no instance id from IMDS"; exit 1; }
 
 # Pods: prints "ollama IP" per Running pod matching the (equality-based) selector
-# and "gpu_pods N" for the other Running pods that want a GPU.
+# and "gpu_pods N" for the other pods that want a GPU and are Running, or Pending
+# on a node (scheduled, starting).
 read -r -d '' PODS_PY <<'PY' || true
 import json, sys
 
@@ -89,17 +96,18 @@ def wants_gpu(container):
 others = 0
 for pod in json.load(sys.stdin).get("items") or []:
     spec, status = pod.get("spec") or {}, pod.get("status") or {}
-    if status.get("phase") != "Running":
-        continue
+    phase = status.get("phase")
     if matches((pod.get("metadata") or {}).get("labels") or {}, sys.argv[1]):
-        if status.get("podIP"):
+        if phase == "Running" and status.get("podIP"):
             print("ollama", status["podIP"])
-    elif any(wants_gpu(c) for c in (spec.get("containers") or []) + (spec.get("initContainers") or [])):
-        others += 1
+    elif phase == "Running" or phase == "Pending" and spec.get("nodeName"):
+        if any(wants_gpu(c) for c in (spec.get("containers") or []) + (spec.get("initContainers") or [])):
+            others += 1
 print("gpu_pods", others)
 PY
 gpu_pods=0 ollama_ips=()
-if pods=$(timeout -k 1 6 k3s kubectl get pods --all-namespaces --field-selector=status.phase=Running \
+if pods=$(timeout -k 1 6 k3s kubectl get pods --all-namespaces \
+    --field-selector=status.phase!=Succeeded,status.phase!=Failed \
     --request-timeout=5s --output=json 2>/dev/null | python3 -c "$PODS_PY" "$OLLAMA_SELECTOR"); then
   while read -r kind value; do
     if [[ $kind == ollama && $value =~ ^[0-9.]+$ ]]; then
@@ -113,14 +121,19 @@ else
 fi
 
 ready=0
-if [[ -e $RUN_DIR/ollama-ready ]]; then
+if [[ -e $RUN_DIR/ready ]]; then
   ready=1
+elif [[ $READY_CHECK == k3s ]]; then
+  if timeout -k 1 4 k3s kubectl get --raw=/readyz --request-timeout=3s >/dev/null 2>&1; then
+    : >"$RUN_DIR/ready"
+    ready=1
+  fi
 else
   for ip in "${ollama_ips[@]:0:3}"; do
     code=$(curl -s -o /dev/null -w '%{http_code}' --connect-timeout 1 --max-time 2 \
       "http://$ip:$OLLAMA_PORT/api/version") || code=000
     if [[ $code == 200 ]]; then
-      : >"$RUN_DIR/ollama-ready"
+      : >"$RUN_DIR/ready"
       ready=1
       break
     fi

@@ -62,7 +62,8 @@ fetch_batch() {
   for spec in "$@"; do
     names+=("$prefix/${spec%:*}")
   done
-  until aws ssm get-parameters --region "$REGION" --with-decryption --output json \
+  # One attempt a try (the CLI would retry on its own), so the budget holds.
+  until AWS_MAX_ATTEMPTS=1 aws ssm get-parameters --region "$REGION" --with-decryption --output json \
       --cli-connect-timeout 5 --cli-read-timeout 10 --names "${names[@]}" |
       python3 -c "$WRITE_PY" "$dir" "$prefix" "$@"; do
     if ((SECONDS + pause > deadline)); then

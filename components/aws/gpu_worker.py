@@ -65,7 +65,7 @@ OLLAMA_SELECTOR = "app.kubernetes.io/name=ollama"
 # ACTIVITY_GPU_BUSY_PERCENT; the Ready marker lives under ACTIVITY_RUN_DIR (tmpfs).
 ACTIVITY_GPU_BUSY_PERCENT = 10
 ACTIVITY_SAMPLE_EVERY_SECONDS = 2
-ACTIVITY_SAMPLE_UNTIL_SECOND = 40
+ACTIVITY_SAMPLE_UNTIL_SECOND = 35
 ACTIVITY_RUN_DIR = "/run/hybrid-llm"
 MANIFESTS_DIR = "/var/lib/rancher/k3s/server/manifests"
 # The chart's default affinity (values.yaml) requires one of three node labels
@@ -170,8 +170,10 @@ def render_manifest(documents: list[dict]) -> str:
     return yaml.safe_dump_all(documents, sort_keys=False)
 
 
-def activity_agent(region: str) -> str:
-    """The activity agent as the worker runs it (/usr/local/sbin/hybrid-llm-activity)."""
+def activity_agent(region: str, serves_ollama: bool = True) -> str:
+    """The activity agent as the worker runs it (/usr/local/sbin/hybrid-llm-activity).
+    Its Ready check: Ollama's answer on the worker that runs Ollama, k3s's /readyz
+    on the others (they serve GPU pods of the user's own, never Ollama)."""
     return hostboot.render("activity-agent.sh", {
         "region": region, "namespace": METRIC_NAMESPACE,
         "ollama_selector": OLLAMA_SELECTOR, "ollama_port": OLLAMA_PORT,
@@ -179,6 +181,7 @@ def activity_agent(region: str) -> str:
         "sample_every_seconds": ACTIVITY_SAMPLE_EVERY_SECONDS,
         "sample_until_second": ACTIVITY_SAMPLE_UNTIL_SECOND,
         "run_dir": ACTIVITY_RUN_DIR,
+        "ready_check": "ollama" if serves_ollama else "k3s",
     })
 
 
@@ -234,6 +237,8 @@ class GpuWorkerArgs:
     """For the spot guard's cancel call on destroy (the stack's `aws:profile`)."""
     ami_id: Optional[str] = None
     protect_model_volume: bool = False
+    serves_ollama: bool = True
+    """The first worker runs Ollama; the others take GPU pods of the user's own."""
     nebula_parameters: Sequence[pulumi.Resource] = field(default_factory=list)
     """The host's Nebula SSM parameters; the instance boots only after they exist."""
     boot_after: Sequence[pulumi.Resource] = field(default_factory=list)
@@ -412,7 +417,7 @@ class GpuWorker(pulumi.ComponentResource):
             BootFile(f"{units}/hybrid-llm-k3s-tls.service", "0644", hostboot.render(
                 "units/hybrid-llm-k3s-tls.service", {"ssm_prefix": args.ssm_prefix, "files": tls_files})),
             BootFile(f"{units}/k3s.service", "0644", hostboot.render("units/k3s.service", {"flags": flags})),
-            BootFile(f"{sbin}/hybrid-llm-activity", "0755", activity_agent(args.region)),
+            BootFile(f"{sbin}/hybrid-llm-activity", "0755", activity_agent(args.region, args.serves_ollama)),
             BootFile(f"{units}/hybrid-llm-activity.service", "0644",
                      hostboot.render("units/hybrid-llm-activity.service", {})),
             BootFile(f"{units}/hybrid-llm-activity.timer", "0644",

@@ -51,7 +51,8 @@ NAMESPACE = "hybrid-llm"
 NAME = "activator"
 LABELS = {"app.kubernetes.io/name": NAME, "app.kubernetes.io/part-of": "hybrid-llm"}
 # Every hop in front of the activator (clients, ingress) must wait longer than this.
-HOLD_SECONDS = cold_start.hold_seconds()
+HOLD_SECONDS = cold_start.hold_seconds(1)
+"""The hold of a stack with one model; the component derives it from its models."""
 REPLICAS = 2
 SHUTDOWN_SECONDS = 50
 PRE_STOP_SECONDS = 5
@@ -73,7 +74,8 @@ class ActivatorArgs:
     secret_access_key: pulumi.Input[str]       # secret
     backend: str
     models: Sequence[str] = ()
-    hold_seconds: int = HOLD_SECONDS
+    hold_seconds: Optional[int] = None
+    """Default: the cold-start budget's for these models (cold_start.py)."""
     after: Sequence[pulumi.Resource] = ()
 
 
@@ -114,7 +116,7 @@ class Activator(pulumi.ComponentResource):
             "ACTIVATOR_BACKEND": args.backend,
             "ACTIVATOR_INSTANCE_IDS": pulumi.Output.all(*args.instance_ids).apply(",".join),
             "ACTIVATOR_CLUSTER_IDS": ",".join(args.cluster_ids),
-            "ACTIVATOR_HOLD_SECONDS": str(args.hold_seconds),
+            "ACTIVATOR_HOLD_SECONDS": str(args.hold_seconds or cold_start.hold_seconds(len(args.models))),
             "ACTIVATOR_MODELS": ",".join(args.models),
             "ACTIVATOR_OLLAMA_VERSION": versions.OLLAMA_APP_VERSION,
             "ACTIVATOR_WATCH_PODS": "true",

@@ -157,6 +157,13 @@ class FakeOllama:
             await response.write(b"]}")
             await response.write_eof()
             return response
+        if path == "/api/torn":  # promises 100 bytes, sends 10, and the connection drops
+            response = web.StreamResponse(headers={"Content-Type": "application/json", "Content-Length": "100"})
+            await response.prepare(request)
+            await response.write(b'{"models":')
+            if request.transport is not None:
+                request.transport.close()
+            return response
         if path == "/api/silent":  # one line, then nothing: a worker that went away mid-answer
             response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
             await response.prepare(request)

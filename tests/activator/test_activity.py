@@ -107,3 +107,28 @@ def test_a_failing_publish_is_logged_and_the_next_minute_still_publishes() -> No
     published, sent = run(scenario())
     assert sent == [("12:01:00", 1.0)]
     assert published == [(int(NOON + 60), 1)]
+
+
+def test_work_that_begins_during_a_publish_is_not_lost() -> None:
+    class SlowCloudWatch(StubCloudWatch):
+        def put_metric_data(self, **kwargs: Any) -> dict[str, Any]:
+            time.sleep(0.5)
+            return super().put_metric_data(**kwargs)
+
+    cloudwatch = SlowCloudWatch()
+
+    async def scenario() -> list[tuple[str, float]]:
+        activity = Activity(cloudwatch, fast_settings("http://127.0.0.1:9", (ID,)),
+                            clock=clock_from(NOON + 60 - 0.2))
+        task = asyncio.get_running_loop().create_task(activity.run())
+        activity.begin()
+        activity.end()              # 12:00:59.8: the publish for 12:00 takes 0.5 s
+        await asyncio.sleep(0.3)
+        activity.begin()
+        activity.end()              # 12:01:00.1, while 12:00 is still being published
+        assert await wait_for(lambda: len(cloudwatch.calls) == 2)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return points(cloudwatch)
+
+    assert run(scenario()) == [("12:00:00", 1.0), ("12:01:00", 1.0)]

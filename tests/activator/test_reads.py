@@ -5,6 +5,7 @@ the explicit wake. In-process against moto and a local stand-in Ollama."""
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
 from typing import Any
@@ -181,3 +182,40 @@ def test_a_long_answer_is_kept_whole(moto_clients: tuple[Any, Any]) -> None:
     awake, asleep, source = run(scenario())
     assert len(json.loads(awake)["parts"]) == 2000
     assert asleep == awake and source.startswith("activator (cache")
+
+
+def test_a_read_that_breaks_mid_answer_is_answered_by_the_activator(moto_clients: tuple[Any, Any]) -> None:
+    async def scenario() -> tuple[int, str, bool]:
+        backend = FakeOllama()
+        await backend.start()
+        settings = fast_settings(backend.url, ("i-0123456789abcdef0",))
+        async with serving(settings, moto_clients[0], StubCloudWatch()) as (activator, url), client() as session:
+            async with session.get(url + "/api/torn") as reply:
+                result = reply.status, reply.headers.get("X-Hybrid-LLM-Answer", "")
+            awake = activator.awake.awake
+        await backend.stop()
+        return (*result, awake)
+
+    status, source, awake = run(scenario())
+    # No 500: the activator says what it can (here: nothing true, so 503 + Retry-After).
+    assert status == 503 and source.startswith("activator (none") and awake
+
+
+def test_an_explicit_wake_of_a_running_worker_is_no_work(moto_clients: tuple[Any, Any]) -> None:
+    """Ollama down on a running worker (crash-looping, say): a keep-warm call must not
+    keep it billing."""
+    instance_id = launch(moto_clients[0], state="running")
+    cloudwatch = StubCloudWatch()
+
+    async def scenario() -> tuple[int, Any, list[str]]:
+        ec2 = RecordingClient(moto_clients[0])
+        async with serving(fast_settings(FakeOllama().url, (instance_id,)), ec2, cloudwatch) as (_, url), \
+                client() as session:
+            async with session.post(url + "/hybrid-llm/wake") as reply:
+                result = reply.status, await reply.json()
+            await asyncio.sleep(0.2)
+        return (*result, ec2.calls)
+
+    status, body, calls = run(scenario())
+    assert status == 202 and body["state"] == "running" and body["started"] is False
+    assert calls == ["describe_instances"] and cloudwatch.calls == []

@@ -149,6 +149,7 @@ def test_a_held_request_waits_for_its_model_to_arrive(moto_clients: tuple[Any, A
             up_at = loop.time() - began
             await asyncio.sleep(0.5)
             assert not request.done()  # Ollama answers, the model is still being pulled
+            assert activator.hold.held == 1  # still held: capped, counted, answered at shutdown
             backend.tags = pulled
             reply = await request
             served_at = loop.time() - began
@@ -198,3 +199,41 @@ def test_a_dead_background_loop_is_restarted_and_one_that_cannot_recover_fails_h
     before, after, text, still_serving = run(scenario())
     assert (before, after, still_serving) == (200, 503, 200)
     assert "pod watch" in text and "malformed watch line" in text and BrokenWatch.calls == 5
+
+
+def test_a_never_ready_stop_also_refuses_the_next_holds_start(moto_clients: tuple[Any, Any]) -> None:
+    """The refusal outlives the hold that met it: a new request one moment later
+    does not start the same broken worker again."""
+    instance_id = launch(moto_clients[0])
+
+    async def scenario() -> tuple[list[int], list[str]]:
+        ec2 = RecordingClient(moto_clients[0], on_start=stop_when_started(moto_clients[0], instance_id, times=1,
+                                                                          tag="never-ready"))
+        settings = fast_settings(FakeOllama().url, (instance_id,), **FAST)
+        statuses = []
+        async with serving(settings, ec2, StubCloudWatch()) as (_, url), client() as session:
+            for _ in range(2):
+                async with session.post(url + "/api/generate", json=GENERATE) as reply:
+                    statuses.append(reply.status)
+        return statuses, ec2.calls
+
+    statuses, calls = run(scenario())
+    assert statuses == [503, 503] and calls.count("start_instances") == 1
+
+
+def test_a_never_ready_stop_older_than_the_cooldown_no_longer_refuses() -> None:
+    from datetime import timedelta
+
+    from activator.waker import NEVER_READY_COOLDOWN, not_to_start
+
+    started = datetime(2026, 11, 30, 8, 0, tzinfo=timezone.utc)
+    instance = {"State": {"Name": "stopped"},
+                "Tags": [{"Key": "hybrid-llm:stop-reason", "Value": "never-ready@2026-11-30T08:31:00Z"}]}
+    stopped = started + timedelta(minutes=31)
+    refused = not_to_start(instance, started, now=stopped + timedelta(minutes=1))
+    assert refused is not None and refused.code == "StoppedNeverReady" and not refused.retryable
+    assert not_to_start(instance, started, now=stopped + NEVER_READY_COOLDOWN) is None
+    # Stopped as never-ready before this activator's own start: that start is new demand.
+    assert not_to_start(instance, stopped + timedelta(minutes=5), now=stopped + timedelta(minutes=6)) is None
+    idle = {**instance, "Tags": [{"Key": "hybrid-llm:stop-reason", "Value": "idle@2026-11-30T08:31:00Z"}]}
+    assert not_to_start(idle, started, now=stopped + timedelta(minutes=1)) is None

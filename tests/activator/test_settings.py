@@ -22,7 +22,7 @@ def test_defaults() -> None:
     assert settings == Settings(backend="http://ollama.llm-inference.svc.cluster.local:11434",
                                 instance_ids=(ID_A, ID_B))
     assert (settings.port, settings.hold_seconds, settings.watch_pods, settings.metric_namespace) == \
-        (11434, 450.0, True, "HybridLLM")
+        (11434, 480.0, True, "HybridLLM")
     assert settings.proxy_instance_id == ID_A
 
 

@@ -29,13 +29,16 @@ PYTHON = os.path.realpath(sys.executable)
 
 
 def pod(name: str, namespace: str, *, labels: Optional[dict] = None, phase: str = "Running",
-        ip: Optional[str] = None, gpus: Any = None, where: str = "requests", init: bool = False) -> dict:
+        ip: Optional[str] = None, gpus: Any = None, where: str = "requests", init: bool = False,
+        node: Optional[str] = "gpu-0") -> dict:
     """A pod as `kubectl get pods -o json` lists it; `gpus` goes into the
     resources `where` (requests or limits) of a container or an init container."""
     resources = {where: {"nvidia.com/gpu": gpus, "cpu": "100m"}} if gpus is not None else {"requests": {"cpu": "100m"}}
     container = {"name": "main", "image": "example/main:1", "resources": resources}
     spec = ({"initContainers": [container], "containers": [{"name": "main", "image": "example/main:1"}]}
             if init else {"containers": [container]})
+    if node:
+        spec["nodeName"] = node
     status = {"phase": phase, **({"podIP": ip} if ip else {})}
     return {"apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": name, "namespace": namespace, "labels": labels or {}},
@@ -116,6 +119,8 @@ record("k3s", args)
 if state["k3s"] == "fail":
     sys.stderr.write("The connection to the server 127.0.0.1:6443 was refused\n")
     sys.exit(1)
+if args[:3] == ["kubectl", "get", "--raw=/readyz"]:
+    sys.exit(0 if state["k3s_ready"] else 1)
 assert args[:3] == ["kubectl", "get", "pods"], args
 options, i = {}, 3
 while i < len(args):
@@ -130,11 +135,11 @@ while i < len(args):
     else:
         i += 1
 pods = state["pods"]
-field = options.get("--field-selector")
-if field:
-    key, value = field.split("=", 1)
-    assert key == "status.phase", field
-    pods = [p for p in pods if p["status"]["phase"] == value]
+for term in filter(None, (options.get("--field-selector") or "").split(",")):
+    negated = "!=" in term
+    key, value = term.split("!=" if negated else "=", 1)
+    assert key == "status.phase", term
+    pods = [p for p in pods if (p["status"]["phase"] == value) != negated]
 for term in filter(None, (options.get("--selector") or options.get("-l") or "").split(",")):
     key, value = term.split("=", 1)
     pods = [p for p in pods if p["metadata"]["labels"].get(key) == value]
@@ -226,6 +231,7 @@ class Worker:
         self.now = NOW
         self.pods = [OLLAMA_POD, DEVICE_PLUGIN, COREDNS]
         self.k3s = "ok"
+        self.k3s_ready = True
         self.ollama: dict[str, Any] = {"version": 200, "models": []}
         self.gpu: list = [["0"]]
         self.nvidia_smi = True
@@ -244,7 +250,8 @@ class Worker:
         calls.mkdir()
         state = home / "state.json"
         state.write_text(json.dumps({"instance_id": INSTANCE_ID, "now": self.now, "pods": self.pods,
-                                     "k3s": self.k3s, "ollama": self.ollama, "gpu": self.gpu,
+                                     "k3s": self.k3s, "k3s_ready": self.k3s_ready,
+                                     "ollama": self.ollama, "gpu": self.gpu,
                                      "aws_exit": self.aws_exit}))
         prelude = _PRELUDE.format(python=PYTHON, state=str(state), calls=str(calls))
         for name, body in _STUBS.items():
@@ -336,13 +343,13 @@ def test_a_gpu_pod_other_than_ollamas_is_activity(worker, other):
     run = published(worker.run())
     assert run.values["Activity"] == 1 and run.values["GpuUtilization"] == 0
     (kubectl,) = run.calls["k3s"]
-    assert "--field-selector=status.phase=Running" in kubectl and "--output=json" in kubectl
+    assert "--field-selector=status.phase!=Succeeded,status.phase!=Failed" in kubectl and "--output=json" in kubectl
 
 
 @pytest.mark.parametrize("pods", [
     [OLLAMA_POD],                                                     # Ollama's GPU alone
     [OLLAMA_POD, DEVICE_PLUGIN, COREDNS],
-    [OLLAMA_POD, pod("train-1", "jobs", phase="Pending", gpus="1")],  # not running: not on the GPU
+    [OLLAMA_POD, pod("train-1", "jobs", phase="Pending", gpus="1", node=None)],  # k3s cannot place it
     [OLLAMA_POD, pod("train-1", "jobs", phase="Succeeded", gpus="1")],
     [OLLAMA_POD, pod("cpu-only", "jobs", ip="10.42.128.9", gpus="0")],
 ])
@@ -457,3 +464,27 @@ def test_the_marker_defaults_to_a_tmpfs_path():
     script = gpu_worker.activity_agent("us-east-1")
     assert f'RUN_DIR="${{HYBRID_LLM_RUN_DIR:-{gpu_worker.ACTIVITY_RUN_DIR}}}"' in script
     assert gpu_worker.ACTIVITY_RUN_DIR.startswith("/run/")
+
+
+def test_a_gpu_pod_scheduled_and_starting_is_activity(worker):
+    """Pulling a large image can take longer than idleMinutes: a GPU pod on the
+    node that is not Running yet is work too."""
+    worker.pods = [OLLAMA_POD, pod("train-1", "jobs", phase="Pending", gpus="1", node="gpu-1")]
+    assert published(worker.run()).values["Activity"] == 1
+
+
+def test_a_worker_without_ollama_is_ready_once_k3s_is(tmp_path):
+    """Workers after the first never run Ollama: their Ready is k3s's /readyz, or the
+    scaler would stop them as never-ready under a running GPU job."""
+    worker = Worker(tmp_path, gpu_worker.activity_agent("us-east-1", serves_ollama=False))
+    worker.pods = [pod("train-1", "jobs", ip="10.42.129.9", gpus="1", node="gpu-1")]
+    worker.ollama["version"] = "down"
+    worker.k3s_ready = False
+    before = published(worker.run())
+    worker.k3s_ready = True
+    ready = published(worker.run())
+    worker.k3s_ready = False
+    still = published(worker.run())
+    assert (before.values["Ready"], ready.values["Ready"], still.values["Ready"]) == (0, 1, 1)
+    assert before.values["Activity"] == 1
+    assert not any("api/version" in " ".join(c) for c in ready.calls.get("curl", []))

@@ -29,6 +29,14 @@ def points(cloudwatch: StubCloudWatch) -> list[tuple[str, float]]:
             for c in cloudwatch.calls]
 
 
+class SlowCloudWatch(StubCloudWatch):
+    """A PutMetricData that takes half a second: long enough to cross a minute boundary."""
+
+    def put_metric_data(self, **kwargs: Any) -> dict[str, Any]:
+        time.sleep(0.5)
+        return super().put_metric_data(**kwargs)
+
+
 def test_each_minute_with_work_is_published_once_stamped_with_its_minute() -> None:
     cloudwatch = StubCloudWatch()
 
@@ -59,11 +67,6 @@ def test_each_minute_with_work_is_published_once_stamped_with_its_minute() -> No
 
 
 def test_a_point_published_late_keeps_the_minute_it_describes() -> None:
-    class SlowCloudWatch(StubCloudWatch):
-        def put_metric_data(self, **kwargs: Any) -> dict[str, Any]:
-            time.sleep(0.5)  # the call crosses the minute boundary
-            return super().put_metric_data(**kwargs)
-
     cloudwatch = SlowCloudWatch()
 
     async def scenario() -> list[tuple[str, float]]:
@@ -110,11 +113,6 @@ def test_a_failing_publish_is_logged_and_the_next_minute_still_publishes() -> No
 
 
 def test_work_that_begins_during_a_publish_is_not_lost() -> None:
-    class SlowCloudWatch(StubCloudWatch):
-        def put_metric_data(self, **kwargs: Any) -> dict[str, Any]:
-            time.sleep(0.5)
-            return super().put_metric_data(**kwargs)
-
     cloudwatch = SlowCloudWatch()
 
     async def scenario() -> list[tuple[str, float]]:

@@ -30,6 +30,7 @@ added. A request that arrives while Ollama answers costs no AWS call.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from types import SimpleNamespace
 from typing import Any, AsyncIterator, Optional, Union
@@ -83,28 +84,30 @@ def backend_session(settings: Settings) -> aiohttp.ClientSession:
                                  connector=aiohttp.TCPConnector(limit=0))
 
 
-async def probe(session: aiohttp.ClientSession, settings: Settings) -> bool:
-    """Whether Ollama answers `GET /api/version` now."""
+async def _glance(session: aiohttp.ClientSession, settings: Settings, path: str) -> Optional[bytes]:
+    """The uncompressed body of a quick `GET path` that Ollama answers with 200
+    now, or None: bounded by the connect timeout plus a poll."""
     limit = aiohttp.ClientTimeout(total=settings.connect_timeout + settings.poll_seconds)
     try:
-        async with session.get(settings.backend + "/api/version", timeout=limit,
+        async with session.get(settings.backend + path, timeout=limit, headers={"Accept-Encoding": "identity"},
                                trace_request_ctx=Sending(None, bodiless=True)) as reply:
-            await reply.read()
-            return reply.status == 200
+            body = await reply.read()
+            return body if reply.status == 200 else None
     except (aiohttp.ClientError, asyncio.TimeoutError):
-        return False
+        return None
+
+
+async def probe(session: aiohttp.ClientSession, settings: Settings) -> bool:
+    """Whether Ollama answers `GET /api/version` now."""
+    return await _glance(session, settings, "/api/version") is not None
 
 
 async def list_models(session: aiohttp.ClientSession, settings: Settings) -> Optional[set[str]]:
     """The models `GET /api/tags` lists now (by name and model), or None when it does not answer."""
-    limit = aiohttp.ClientTimeout(total=settings.connect_timeout + settings.poll_seconds)
+    body = await _glance(session, settings, "/api/tags")
     try:
-        async with session.get(settings.backend + "/api/tags", timeout=limit, headers={"Accept-Encoding": "identity"},
-                               trace_request_ctx=Sending(None, bodiless=True)) as reply:
-            if reply.status != 200:
-                return None
-            listing = await reply.json(content_type=None)
-    except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
+        listing = json.loads(body) if body is not None else None
+    except ValueError:
         return None
     models = listing.get("models") if isinstance(listing, dict) else None
     return {reads.full_name(m[key]) for m in models or [] if isinstance(m, dict)

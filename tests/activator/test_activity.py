@@ -7,8 +7,9 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from contextlib import asynccontextmanager
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any, AsyncIterator, Callable
 
 from activator.activity import Activity
 
@@ -29,6 +30,18 @@ def points(cloudwatch: StubCloudWatch) -> list[tuple[str, float]]:
             for c in cloudwatch.calls]
 
 
+@asynccontextmanager
+async def running(cloudwatch: StubCloudWatch, start: float) -> AsyncIterator[Activity]:
+    """An Activity publishing loop whose clock starts at `start`, stopped on exit."""
+    activity = Activity(cloudwatch, fast_settings("http://127.0.0.1:9", (ID,)), clock=clock_from(start))
+    task = asyncio.get_running_loop().create_task(activity.run())
+    try:
+        yield activity
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
 class SlowCloudWatch(StubCloudWatch):
     """A PutMetricData that takes half a second: long enough to cross a minute boundary."""
 
@@ -41,23 +54,19 @@ def test_each_minute_with_work_is_published_once_stamped_with_its_minute() -> No
     cloudwatch = StubCloudWatch()
 
     async def scenario() -> tuple[list[tuple[str, float]], list[tuple[str, float]], list[tuple[str, float]]]:
-        activity = Activity(cloudwatch, fast_settings("http://127.0.0.1:9", (ID,)),
-                            clock=clock_from(NOON + 60 - 0.4))  # 12:00:59.6
-        task = asyncio.get_running_loop().create_task(activity.run())
-        activity.begin()
-        activity.begin()
-        assert await wait_for(lambda: len(cloudwatch.calls) == 1)
-        activity.begin()  # more work in the same minute: no second point
-        await asyncio.sleep(0.1)
-        first_minute = points(cloudwatch)
-        # Still in flight when 12:01 begins: that minute gets its own point.
-        assert await wait_for(lambda: len(cloudwatch.calls) == 2)
-        for _ in range(3):
-            activity.end()
-        both = points(cloudwatch)
-        await asyncio.sleep(0.3)
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        async with running(cloudwatch, NOON + 60 - 0.4) as activity:  # 12:00:59.6
+            activity.begin()
+            activity.begin()
+            assert await wait_for(lambda: len(cloudwatch.calls) == 1)
+            activity.begin()  # more work in the same minute: no second point
+            await asyncio.sleep(0.1)
+            first_minute = points(cloudwatch)
+            # Still in flight when 12:01 begins: that minute gets its own point.
+            assert await wait_for(lambda: len(cloudwatch.calls) == 2)
+            for _ in range(3):
+                activity.end()
+            both = points(cloudwatch)
+            await asyncio.sleep(0.3)
         return first_minute, both, points(cloudwatch)
 
     first_minute, both, after_idle = run(scenario())
@@ -70,15 +79,11 @@ def test_a_point_published_late_keeps_the_minute_it_describes() -> None:
     cloudwatch = SlowCloudWatch()
 
     async def scenario() -> list[tuple[str, float]]:
-        activity = Activity(cloudwatch, fast_settings("http://127.0.0.1:9", (ID,)),
-                            clock=clock_from(NOON + 60 - 0.2))
-        task = asyncio.get_running_loop().create_task(activity.run())
-        activity.begin()
-        activity.end()  # a request of a moment, at 12:00:59.8
-        assert await wait_for(lambda: len(cloudwatch.calls) == 1)
-        await asyncio.sleep(0.2)
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        async with running(cloudwatch, NOON + 60 - 0.2) as activity:
+            activity.begin()
+            activity.end()  # a request of a moment, at 12:00:59.8
+            assert await wait_for(lambda: len(cloudwatch.calls) == 1)
+            await asyncio.sleep(0.2)
         return points(cloudwatch)
 
     assert run(scenario()) == [("12:00:00", 1.0)]
@@ -97,14 +102,10 @@ def test_a_failing_publish_is_logged_and_the_next_minute_still_publishes() -> No
     cloudwatch = FlakyCloudWatch()
 
     async def scenario() -> tuple[list[tuple[int, int]], list[tuple[str, float]]]:
-        activity = Activity(cloudwatch, fast_settings("http://127.0.0.1:9", (ID,)),
-                            clock=clock_from(NOON + 60 - 0.3))
-        task = asyncio.get_running_loop().create_task(activity.run())
-        activity.begin()
-        assert await wait_for(lambda: len(cloudwatch.calls) == 1)
-        activity.end()
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        async with running(cloudwatch, NOON + 60 - 0.3) as activity:
+            activity.begin()
+            assert await wait_for(lambda: len(cloudwatch.calls) == 1)
+            activity.end()
         return list(activity.published), points(cloudwatch)
 
     published, sent = run(scenario())
@@ -116,17 +117,13 @@ def test_work_that_begins_during_a_publish_is_not_lost() -> None:
     cloudwatch = SlowCloudWatch()
 
     async def scenario() -> list[tuple[str, float]]:
-        activity = Activity(cloudwatch, fast_settings("http://127.0.0.1:9", (ID,)),
-                            clock=clock_from(NOON + 60 - 0.2))
-        task = asyncio.get_running_loop().create_task(activity.run())
-        activity.begin()
-        activity.end()              # 12:00:59.8: the publish for 12:00 takes 0.5 s
-        await asyncio.sleep(0.3)
-        activity.begin()
-        activity.end()              # 12:01:00.1, while 12:00 is still being published
-        assert await wait_for(lambda: len(cloudwatch.calls) == 2)
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        async with running(cloudwatch, NOON + 60 - 0.2) as activity:
+            activity.begin()
+            activity.end()              # 12:00:59.8: the publish for 12:00 takes 0.5 s
+            await asyncio.sleep(0.3)
+            activity.begin()
+            activity.end()              # 12:01:00.1, while 12:00 is still being published
+            assert await wait_for(lambda: len(cloudwatch.calls) == 2)
         return points(cloudwatch)
 
     assert run(scenario()) == [("12:00:00", 1.0), ("12:01:00", 1.0)]

@@ -132,8 +132,8 @@ def metrics(cloudwatch: Any, env: Env, instance_id: str, launch: datetime,
 
 
 # The tag each stop leaves on its worker: `<rule>@<UTC time>`. The activator reads it
-# (activator/waker.py, STOP_REASON_TAG) so that it never starts again, during the
-# same hold, a worker the scaler stopped because its Ollama never answered.
+# (activator/waker.py, STOP_REASON_TAG) so that it does not start again, for hours,
+# a worker the scaler stopped because its Ollama never answered after its start.
 STOP_REASON_TAG = "hybrid-llm:stop-reason"
 
 # StateReason codes of an instance that EC2 stopped for a spot interruption.

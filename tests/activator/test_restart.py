@@ -237,3 +237,13 @@ def test_a_never_ready_stop_older_than_the_cooldown_no_longer_refuses() -> None:
     assert not_to_start(instance, stopped + timedelta(minutes=5), now=stopped + timedelta(minutes=6)) is None
     idle = {**instance, "Tags": [{"Key": "hybrid-llm:stop-reason", "Value": "idle@2026-11-30T08:31:00Z"}]}
     assert not_to_start(idle, started, now=stopped + timedelta(minutes=1)) is None
+
+
+def test_the_activator_reads_what_the_scaler_writes() -> None:
+    """The Lambda and the activator ship apart, so each names the tag and the spot
+    codes itself: the two must agree, or the never-ready refusal silently stops."""
+    from activator import waker
+    from scaler_lambda import handler
+
+    assert waker.STOP_REASON_TAG == handler.STOP_REASON_TAG
+    assert waker.SPOT_INTERRUPTION_CODES == handler.SPOT_INTERRUPTION_CODES

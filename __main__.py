@@ -9,6 +9,7 @@ import pulumi_aws as aws
 from components.config import load_config
 from components.aws.network import Network, NetworkArgs
 from components import inventory
+from components.mesh import placement
 from components.mesh.nebula import NebulaMesh, NebulaMeshArgs
 from components.aws.gpu_worker import GpuWorker, GpuWorkerArgs
 from components.aws.lighthouse import Lighthouse, LighthouseArgs
@@ -32,21 +33,25 @@ aws_provider = aws.Provider(
 )
 on_aws = pulumi.ResourceOptions(providers=[aws_provider])
 
+mesh_hosts = inventory.hosts(cfg)
+ec2_lighthouse = cfg.lighthouse_placement == "ec2"
 network = Network(
     cfg.resource_prefix,
     NetworkArgs(vpc_cidr=cfg.vpc_cidr, nebula_port=cfg.nebula_port,
                 availability_zone=cfg.availability_zone,
                 instance_types={"gpuInstanceType": cfg.gpu_instance_type,
-                                "lighthouseInstanceType": cfg.lighthouse_instance_type}),
+                                **({"lighthouseInstanceType": cfg.lighthouse_instance_type} if ec2_lighthouse else {})},
+                public_hosts=placement.aws_lighthouses(mesh_hosts), ec2_lighthouse=ec2_lighthouse,
+                lighthouse_udp_ports=placement.home_udp_ports(cfg)),
     opts=on_aws,
 )
 
-mesh_hosts = inventory.hosts(cfg)
 mesh = NebulaMesh(
     cfg.resource_prefix,
     NebulaMeshArgs(
         hosts=mesh_hosts, network=cfg.nebula_cidr, port=cfg.nebula_port,
-        lighthouse_public_ip=network.lighthouse_public_ip,
+        lighthouse_endpoints=placement.public_endpoints(cfg, mesh_hosts, network.public_ips),
+        lan_endpoints=placement.lan_endpoints(cfg),
         ssm_prefixes={h.name: inventory.ssm_prefix(cfg, h) for h in mesh_hosts if h.on_aws},
         ca_validity_hours=cfg.nebula_ca_validity_hours,
         cert_validity_hours=cfg.nebula_cert_validity_hours,
@@ -61,12 +66,12 @@ lighthouse = Lighthouse(
         instance_type=cfg.lighthouse_instance_type, region=cfg.region,
         ssm_prefix=inventory.ssm_prefix(cfg, "lighthouse"),
         subnet_id=network.subnet_id, security_group_id=network.lighthouse_security_group_id,
-        eip_allocation_id=network.lighthouse_eip_allocation_id,
+        eip_allocation_id=network.eip_allocation_ids["lighthouse"],
         disable_api_termination=cfg.lighthouse_disable_api_termination, ami_id=cfg.lighthouse_ami_id,
         nebula_parameters=mesh.parameters["lighthouse"], boot_after=network.internet_route,
     ),
     opts=on_aws,
-)
+) if ec2_lighthouse else None
 gpu_hosts = [h for h in mesh_hosts if h.role == "gpu"]
 workers = {
     host.name: GpuWorker(
@@ -84,6 +89,7 @@ workers = {
             ami_id=cfg.gpu_ami_id,
             protect_model_volume=cfg.protect_model_volume, serves_ollama=host is gpu_hosts[0],
             nebula_parameters=mesh.parameters[host.name], boot_after=network.internet_route,
+            eip_allocation_id=network.eip_allocation_ids.get(host.name),
         ),
         opts=on_aws,
     )
@@ -106,10 +112,12 @@ pulumi.export("region", cfg.region)
 pulumi.export("vpcId", network.vpc_id)
 pulumi.export("subnetId", network.subnet_id)
 pulumi.export("availabilityZone", network.availability_zone)
-pulumi.export("lighthousePublicIp", network.lighthouse_public_ip)
+pulumi.export("lighthousePlacement", cfg.lighthouse_placement)
+pulumi.export("lighthouseEndpoints", mesh.lighthouse_endpoints)
+pulumi.export("elasticIps", network.public_ips)
 pulumi.export("nebulaIps", mesh.overlay_ips)
 pulumi.export("nebulaCaCert", mesh.ca_cert_pem)
-pulumi.export("lighthouseInstanceId", lighthouse.instance_id)
+pulumi.export("lighthouseInstanceId", lighthouse.instance_id if lighthouse else None)
 pulumi.export("workerInstanceIds", {name: w.instance_id for name, w in workers.items()})
 pulumi.export("workerNebulaIps", {h.name: str(h.overlay_ip) for h in gpu_hosts})
 pulumi.export("kubeconfigs", pulumi.Output.secret({name: w.kubeconfig for name, w in workers.items()}))
@@ -126,7 +134,9 @@ if cfg.homelab_kubeconfig is not None:
     homelab = Homelab(f"{cfg.resource_prefix}-homelab", HomelabArgs(
         kubeconfig=cfg.homelab_kubeconfig, cluster_id=cfg.homelab_cluster_id,
         pod_cidr=cfg.homelab_pod_cidr, service_cidr=cfg.homelab_service_cidr,
-        nodes=[HomelabNode(h.name, mesh.host_files[h.name].cert_pem, mesh.host_files[h.name].key_pem)
+        nodes=[HomelabNode(h.name, mesh.host_files[h.name].cert_pem, mesh.host_files[h.name].key_pem,
+                           config_yaml=mesh.host_files[h.name].config_yaml if h.lighthouse else None,
+                           listen_port=cfg.nebula_port if h.lighthouse else None)
                for h in mesh_hosts if h.role == "homelab"],
         nebula_ca_pem=mesh.ca_cert_pem, nebula_config_yaml=mesh.homelab_config_yaml,
         snat_script=mesh.homelab_snat_script, node_label=cfg.homelab_node_label,

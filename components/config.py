@@ -41,6 +41,14 @@ AWS_KEYS = ("region", "profile", "allowedAccountIds")
 # Namespaces a stack file may use: this project, the AWS keys above, Pulumi's own.
 _NAMESPACES = (NAMESPACE, "aws", "pulumi")
 _PRICE = re.compile(r"^\d+(\.\d+)?$")
+# Where the Nebula lighthouse runs (docs: README "Where the lighthouse lives").
+PLACEMENTS = ("workers", "ec2", "homelab")
+# A DNS name as `static_host_map` takes it: labels of letters, digits and '-', at
+# least two of them (a bare name would resolve only on the home network).
+_DNS_NAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+"
+                       r"[A-Za-z]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?$")
+# Carrier-grade NAT (RFC 6598): an address there is the ISP's, not reachable from AWS.
+_SHARED_ADDRESS_SPACE = ipaddress.IPv4Network("100.64.0.0/10")
 
 
 class ConfigError(pulumi.RunError):
@@ -64,6 +72,14 @@ class StackConfig:
     nebula_cidr: ipaddress.IPv4Network
     nebula_port: int
     homelab_nodes: tuple[str, ...]
+    lighthouse_placement: str
+    """`workers`, `ec2` or `homelab`: which hosts are Nebula lighthouses."""
+    homelab_lighthouse_node: Optional[str]
+    """With placement `homelab`: the node that is the lighthouse (None: the first)."""
+    homelab_lighthouse_endpoint: Optional[str]
+    """With placement `homelab`: `host:port` the workers dial (the router's forward)."""
+    homelab_lighthouse_lan_ip: Optional[ipaddress.IPv4Address]
+    """With placement `homelab`: that node's LAN address, which the other homelab nodes dial."""
     nebula_ca_validity_hours: int
     nebula_cert_validity_hours: int
     nebula_early_renewal_hours: int
@@ -97,6 +113,13 @@ class StackConfig:
     def mesh(self) -> addressing.MeshAddressPlan:
         """Overlay addresses of every host, derived from `nebulaCidr`."""
         return addressing.MeshAddressPlan(self.nebula_cidr)
+
+    @property
+    def lighthouse_node(self) -> Optional[str]:
+        """The homelab node that is the lighthouse, or None when it is not in the homelab."""
+        if self.lighthouse_placement != "homelab":
+            return None
+        return self.homelab_lighthouse_node or self.homelab_nodes[0]
 
     @property
     def resource_prefix(self) -> str:
@@ -230,6 +253,61 @@ def _node_names(raw: str, key: str) -> tuple[str, ...]:
     return names
 
 
+def _placement(raw: str, key: str) -> str:
+    value = str(raw).strip()
+    if value not in PLACEMENTS:
+        raise _fail(key, f"expected one of {', '.join(PLACEMENTS)}, got {raw!r}")
+    return value
+
+
+def _optional_node_name(raw: str, key: str) -> Optional[str]:
+    value = str(raw).strip()
+    if value and not _K8S_NAME.match(value):
+        raise _fail(key, f"{raw!r} is not a DNS label (lower case, digits, '-')")
+    return value or None
+
+
+def _public_endpoint(raw: str, key: str) -> Optional[str]:
+    """`host:port` the workers on AWS can dial: a public IPv4 address or a DNS
+    name (Nebula resolves `static_host_map` names), and a UDP port."""
+    value = str(raw).strip()
+    if not value:
+        return None
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise _fail(key, f"expected host:port like home.example.net:4242, got {raw!r}")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        if not _DNS_NAME.match(host):
+            raise _fail(key, f"{host!r} is neither an IPv4 address nor a DNS name") from None
+        return value
+    if not isinstance(address, ipaddress.IPv4Address):
+        raise _fail(key, f"{host} is IPv6; the workers dial the lighthouse over IPv4")
+    if address in _SHARED_ADDRESS_SPACE:
+        raise _fail(key, f"{host} is carrier-grade NAT space (100.64.0.0/10): AWS cannot reach it; "
+                         "see the README on CGNAT, or use lighthousePlacement workers")
+    if not address.is_global:
+        raise _fail(key, f"{host} is not a public address: the workers on AWS cannot reach it")
+    return value
+
+
+def _optional_ipv4(raw: str, key: str) -> Optional[ipaddress.IPv4Address]:
+    value = str(raw).strip()
+    if not value:
+        return None
+    try:
+        return ipaddress.IPv4Address(value)
+    except ValueError:
+        raise _fail(key, f"expected an IPv4 address like 192.168.1.20, got {raw!r}") from None
+
+
+def _root_size(raw: str, key: str) -> int:
+    """0: the AMI's own snapshot size; else a gp3 size."""
+    value = _integer(raw, key)
+    return 0 if value == 0 else _gp3_size(raw, key)
+
+
 def _models(raw: str, key: str) -> tuple[str, ...]:
     models = _string_list(raw, key)
     for model in models:
@@ -324,6 +402,10 @@ KEYS: dict[str, _Key] = {
     "nebulaCidr": _Key("nebula_cidr", _cidr),
     "nebulaPort": _Key("nebula_port", _positive),
     "homelabNodes": _Key("homelab_nodes", _node_names),
+    "lighthousePlacement": _Key("lighthouse_placement", _placement),
+    "homelabLighthouseNode": _Key("homelab_lighthouse_node", _optional_node_name),
+    "homelabLighthouseEndpoint": _Key("homelab_lighthouse_endpoint", _public_endpoint),
+    "homelabLighthouseLanIp": _Key("homelab_lighthouse_lan_ip", _optional_ipv4),
     "nebulaCaValidityHours": _Key("nebula_ca_validity_hours", _positive),
     "nebulaCertValidityHours": _Key("nebula_cert_validity_hours", _positive),
     "nebulaEarlyRenewalHours": _Key("nebula_early_renewal_hours", _non_negative),
@@ -335,7 +417,7 @@ KEYS: dict[str, _Key] = {
     "gpuAmiId": _Key("gpu_ami_id", _ami),
     "lighthouseAmiId": _Key("lighthouse_ami_id", _ami),
     "gpuWorkers": _Key("gpu_workers", _positive),
-    "gpuRootVolumeGiB": _Key("gpu_root_volume_gib", _gp3_size),
+    "gpuRootVolumeGiB": _Key("gpu_root_volume_gib", _root_size),
     "modelVolumeGiB": _Key("model_volume_gib", _gp3_size),
     "protectModelVolume": _Key("protect_model_volume", _boolean),
     "gpuClusterPodCidr": _Key("gpu_cluster_pod_cidr", _cidr),
@@ -477,6 +559,8 @@ def _check_relations(cfg: StackConfig) -> None:
     if len(longest) > 63:
         raise ConfigError(f"stack name {cfg.stack!r}: worker cluster ids like {longest} must fit in 63 characters")
 
+    _check_placement(cfg)
+
     if cfg.nebula_cert_validity_hours >= cfg.nebula_ca_validity_hours:
         raise _fail(
             "nebulaCertValidityHours",
@@ -498,6 +582,29 @@ def _check_relations(cfg: StackConfig) -> None:
         raise _fail("budgetEmails", "is set but hybrid-llm:budgetMonthlyUsd is 0 (no budget)")
     if cfg.budget_monthly_usd and not cfg.budget_emails:
         raise _fail("budgetMonthlyUsd", "a budget needs hybrid-llm:budgetEmails to alert")
+
+
+def _check_placement(cfg: StackConfig) -> None:
+    """The homelab lighthouse's keys: needed with placement `homelab`, refused without."""
+    homelab_keys = {"homelabLighthouseNode": cfg.homelab_lighthouse_node,
+                    "homelabLighthouseEndpoint": cfg.homelab_lighthouse_endpoint,
+                    "homelabLighthouseLanIp": cfg.homelab_lighthouse_lan_ip}
+    if cfg.lighthouse_placement != "homelab":
+        for key, value in homelab_keys.items():
+            if value is not None:
+                raise _fail(key, f"is set but {NAMESPACE}:lighthousePlacement is {cfg.lighthouse_placement} "
+                                 "(set it to homelab, or unset this key)")
+        return
+    node = cfg.homelab_lighthouse_node
+    if node is not None and node not in cfg.homelab_nodes:
+        raise _fail("homelabLighthouseNode", f"{node!r} is not one of {NAMESPACE}:homelabNodes "
+                                             f"({', '.join(cfg.homelab_nodes)})")
+    if cfg.homelab_lighthouse_endpoint is None:
+        raise _fail("homelabLighthouseEndpoint", "is needed with lighthousePlacement homelab: the public "
+                                                 "host:port your router forwards (UDP) to the lighthouse node")
+    if len(cfg.homelab_nodes) > 1 and cfg.homelab_lighthouse_lan_ip is None:
+        raise _fail("homelabLighthouseLanIp", "is needed with lighthousePlacement homelab and more than one "
+                                              "homelab node: the other nodes dial the lighthouse node there")
 
 
 def _raw_from_runtime() -> tuple[dict[str, Any], frozenset[str]]:

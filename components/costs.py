@@ -2,8 +2,8 @@
 the price of one active GPU hour, from a dated price table and the `StackConfig`.
 
 The point of the design is that idle costs little, so the idle bill names every
-item that bills while the workers are stopped (the lighthouse, its address, the
-stopped workers' disks, the scaler's schedule) and shows AWS free tiers as not
+item that bills while the workers are stopped (the lighthouse wherever it lives,
+the Elastic IPs, the stopped workers' disks, the scaler's schedule) and shows AWS free tiers as not
 applied. A region or type missing from the table is one `ConfigError` line naming
 the key, never a guess.
 """
@@ -17,6 +17,7 @@ from typing import Optional
 import pulumi
 
 from components.config import NAMESPACE, ConfigError, StackConfig, schedule_minutes
+from components.aws.disks import DLAMI_ROOT_SNAPSHOT_GIB
 from components.aws.lighthouse import ROOT_VOLUME_GIB as LIGHTHOUSE_ROOT_GIB
 
 PRICES_AS_OF = "2026-11"
@@ -40,7 +41,9 @@ AGENT_PUTS_PER_HOUR = 60         # the agent: one PutMetricData a minute carries
 # is an upper bound (every minute of the active hour busy).
 ACTIVATOR_PUTS_PER_HOUR = 60
 METRICS_READ_PER_RUN = 2         # the scaler reads Activity and Ready of each running worker
-PUBLIC_IPV4_PER_WORKER = 1       # auto-assigned, released while stopped
+# A running worker's auto-assigned public IPv4 (released while stopped); none
+# with lighthousePlacement workers, whose Elastic IP replaces it and bills idle.
+PUBLIC_IPV4_PER_RUNNING_WORKER = {"workers": 0, "ec2": 1, "homelab": 1}
 
 
 class UnpricedError(ConfigError):
@@ -192,8 +195,6 @@ def runs_per_month(schedule: str) -> float:
 def bill(cfg: StackConfig) -> Bill:
     """The itemised bill of this stack's configuration."""
     p = _prices(cfg)
-    lighthouse_hourly = _hourly(p.instance_hourly, cfg.lighthouse_instance_type,
-                                "lighthouseInstanceType", cfg.region, "on-demand")
     if cfg.gpu_spot:
         gpu_hourly = _hourly(p.spot_hourly, cfg.gpu_instance_type, "gpuInstanceType", cfg.region, "spot")
         gpu_source = f"{cfg.gpu_instance_type} spot, typical"
@@ -204,15 +205,8 @@ def bill(cfg: StackConfig) -> Bill:
     runs = runs_per_month(cfg.scaler_schedule)
     gb_seconds = runs * SCALER_SECONDS_PER_RUN * SCALER_MEMORY_MB / 1024
     n = cfg.gpu_workers
-    items = [
-        Item(f"lighthouse {cfg.lighthouse_instance_type}", lighthouse_hourly * HOURS_PER_MONTH,
-             f"{lighthouse_hourly}/h x {HOURS_PER_MONTH} h"),
-        Item(f"lighthouse root volume {LIGHTHOUSE_ROOT_GIB} GiB gp3", LIGHTHOUSE_ROOT_GIB * p.gp3_gb_month,
-             f"gp3 {p.gp3_gb_month}/GB-month"),
-        Item("lighthouse Elastic IP (public IPv4)", p.public_ipv4_hourly * HOURS_PER_MONTH,
-             f"{p.public_ipv4_hourly}/h x {HOURS_PER_MONTH} h"),
-        Item(f"GPU root volumes {n} x {cfg.gpu_root_volume_gib} GiB gp3 (stopped)",
-             n * cfg.gpu_root_volume_gib * p.gp3_gb_month, f"gp3 {p.gp3_gb_month}/GB-month"),
+    items = _mesh_items(cfg, p) + [
+        _gpu_root_item(cfg, p),
         Item(f"model volumes {n} x {cfg.model_volume_gib} GiB gp3",
              n * cfg.model_volume_gib * p.gp3_gb_month, f"gp3 {p.gp3_gb_month}/GB-month"),
         Item(f"scaler Lambda requests ({runs:,.0f} runs)", runs * p.lambda_per_request,
@@ -230,14 +224,47 @@ def bill(cfg: StackConfig) -> Bill:
     # the hour while published), the agent's and the activator's puts (the latter
     # an upper bound) and the scaler reading them.
     runs_per_hour = runs / HOURS_PER_MONTH
+    public_ipv4 = PUBLIC_IPV4_PER_RUNNING_WORKER[cfg.lighthouse_placement]
     active = (gpu_hourly
-              + PUBLIC_IPV4_PER_WORKER * p.public_ipv4_hourly
+              + public_ipv4 * p.public_ipv4_hourly
               + METRICS_PER_WORKER * p.cloudwatch_metric_month / HOURS_PER_MONTH
               + (AGENT_PUTS_PER_HOUR + ACTIVATOR_PUTS_PER_HOUR) * p.cloudwatch_put_metric_data_per_request
               + runs_per_hour * METRICS_READ_PER_RUN * p.cloudwatch_get_metric_data_per_metric)
-    source = (f"{gpu_source} {gpu_hourly}/h + public IPv4 + {METRICS_PER_WORKER} custom metrics "
+    address = " + public IPv4" if public_ipv4 else ""
+    source = (f"{gpu_source} {gpu_hourly}/h{address} + {METRICS_PER_WORKER} custom metrics "
               f"+ PutMetricData (agent, activator at most) + GetMetricData")
     return Bill(tuple(items), active, source, n)
+
+
+def _mesh_items(cfg: StackConfig, p: RegionPrices) -> list[Item]:
+    """What the lighthouse costs where it lives: an instance with its disk and
+    address (`ec2`), an Elastic IP per worker (`workers`), nothing (`homelab`)."""
+    eip_month = p.public_ipv4_hourly * HOURS_PER_MONTH
+    eip_source = f"{p.public_ipv4_hourly}/h x {HOURS_PER_MONTH} h"
+    if cfg.lighthouse_placement == "workers":
+        n = cfg.gpu_workers
+        return [Item(f"worker Elastic IPs {n} x (each worker its own lighthouse)", n * eip_month, eip_source)]
+    if cfg.lighthouse_placement == "homelab":
+        return []
+    hourly = _hourly(p.instance_hourly, cfg.lighthouse_instance_type, "lighthouseInstanceType", cfg.region,
+                     "on-demand")
+    return [
+        Item(f"lighthouse {cfg.lighthouse_instance_type}", hourly * HOURS_PER_MONTH,
+             f"{hourly}/h x {HOURS_PER_MONTH} h"),
+        Item(f"lighthouse root volume {LIGHTHOUSE_ROOT_GIB} GiB gp3", LIGHTHOUSE_ROOT_GIB * p.gp3_gb_month,
+             f"gp3 {p.gp3_gb_month}/GB-month"),
+        Item("lighthouse Elastic IP (public IPv4)", eip_month, eip_source),
+    ]
+
+
+def _gpu_root_item(cfg: StackConfig, p: RegionPrices) -> Item:
+    """`gpuRootVolumeGiB` 0 is the AMI's own snapshot: the Deep Learning AMI's
+    figure (components/aws/disks.py) unless a pinned AMI says otherwise at `up`."""
+    n = cfg.gpu_workers
+    size = cfg.gpu_root_volume_gib or DLAMI_ROOT_SNAPSHOT_GIB
+    what = f"{size} GiB" if cfg.gpu_root_volume_gib else f"{size} GiB (the Deep Learning AMI's snapshot)"
+    return Item(f"GPU root volumes {n} x {what} gp3 (stopped)", n * size * p.gp3_gb_month,
+                f"gp3 {p.gp3_gb_month}/GB-month")
 
 
 def try_bill(cfg: StackConfig) -> Optional[Bill]:

@@ -59,3 +59,27 @@ def run_program() -> ProgramRunner:
 def dev_plan() -> harness.Plan:
     """The dev stack as it is, evaluated once per test session (read-only)."""
     return harness.run_stack("dev")
+
+
+# The three lighthouse placements as config overrides of the dev stack
+# (components/mesh/placement.py). The homelab one names a DNS endpoint and the
+# first node's LAN address, as a user would.
+PLACEMENTS = {
+    "workers": {"hybrid-llm:lighthousePlacement": "workers"},
+    "ec2": {"hybrid-llm:lighthousePlacement": "ec2"},
+    "homelab": {"hybrid-llm:lighthousePlacement": "homelab",
+                "hybrid-llm:homelabLighthouseEndpoint": "home.example.net:4242",
+                "hybrid-llm:homelabLighthouseLanIp": "192.168.1.20"},
+}
+
+
+@pytest.fixture(scope="session")
+def ec2_plan() -> harness.Plan:
+    """The dev stack with an EC2 lighthouse (lighthousePlacement ec2), evaluated once."""
+    return harness.run_stack("dev", PLACEMENTS["ec2"])
+
+
+@pytest.fixture(scope="session")
+def homelab_lighthouse_plan() -> harness.Plan:
+    """The dev stack with its first homelab node as the lighthouse, evaluated once."""
+    return harness.run_stack("dev", PLACEMENTS["homelab"])

@@ -61,7 +61,9 @@ def test_defaults_give_the_documented_values():
     assert cfg.availability_zone is None
     assert (cfg.lighthouse_instance_type, cfg.gpu_instance_type) == ("t4g.nano", "g4dn.xlarge")
     assert cfg.gpu_spot is True and cfg.gpu_workers == 1
-    assert cfg.model_volume_gib == 100 and cfg.idle_minutes == 10
+    assert cfg.model_volume_gib == 24 and cfg.idle_minutes == 10
+    assert cfg.gpu_root_volume_gib == 0, "0: the AMI's own snapshot size"
+    assert cfg.lighthouse_placement == "workers" and cfg.lighthouse_node is None
     assert cfg.max_run_hours == 24 and cfg.scaler_schedule == "rate(1 minute)"
     assert len(cfg.models) == 1
     assert cfg.homelab_kubeconfig is None
@@ -202,8 +204,63 @@ def test_malformed_instance_type(run_program):
                                  "nebulaPort", "nebulaCertValidityHours"])
 @pytest.mark.parametrize("value", ["0", "-3"])
 def test_non_positive_sizes_counts_and_timeouts(run_program, key, value):
+    if key == "gpuRootVolumeGiB" and value == "0":
+        assert _parse({f"hybrid-llm:{key}": value}).gpu_root_volume_gib == 0   # the AMI's own size
+        return
     message = _error(run_program, {f"hybrid-llm:{key}": value})
     assert message.startswith(f"hybrid-llm:{key}:") and "greater than 0" in message
+
+
+# --- where the lighthouse lives ------------------------------------------------
+
+HOMELAB = {"hybrid-llm:lighthousePlacement": "homelab",
+           "hybrid-llm:homelabLighthouseEndpoint": "home.example.net:4242",
+           "hybrid-llm:homelabLighthouseLanIp": "192.168.1.20"}
+
+
+def test_homelab_placement_reads_its_keys():
+    cfg = _parse(HOMELAB)
+    assert cfg.lighthouse_placement == "homelab"
+    assert cfg.lighthouse_node == cfg.homelab_nodes[0] == "talos-cp-1"
+    assert cfg.homelab_lighthouse_endpoint == "home.example.net:4242"
+    assert str(cfg.homelab_lighthouse_lan_ip) == "192.168.1.20"
+    chosen = _parse({**HOMELAB, "hybrid-llm:homelabLighthouseNode": "talos-worker-1"})
+    assert chosen.lighthouse_node == "talos-worker-1"
+    assert _parse({**HOMELAB, "hybrid-llm:homelabLighthouseEndpoint": "81.2.69.142:443"}).homelab_lighthouse_endpoint
+
+
+@pytest.mark.parametrize("overrides, key, words", [
+    ({"hybrid-llm:lighthousePlacement": "cloud"}, "lighthousePlacement", "workers, ec2, homelab"),
+    ({"hybrid-llm:homelabLighthouseEndpoint": "home.example.net:4242"}, "homelabLighthouseEndpoint",
+     "lighthousePlacement is workers"),
+    ({"hybrid-llm:lighthousePlacement": "ec2", "hybrid-llm:homelabLighthouseLanIp": "192.168.1.20"},
+     "homelabLighthouseLanIp", "lighthousePlacement is ec2"),
+    ({**HOMELAB, "hybrid-llm:homelabLighthouseEndpoint": ""}, "homelabLighthouseEndpoint", "router forwards"),
+    ({**HOMELAB, "hybrid-llm:homelabLighthouseLanIp": ""}, "homelabLighthouseLanIp", "more than one homelab node"),
+    ({**HOMELAB, "hybrid-llm:homelabLighthouseNode": "nas-1"}, "homelabLighthouseNode", "not one of"),
+    ({**HOMELAB, "hybrid-llm:homelabLighthouseNode": "Nas_1"}, "homelabLighthouseNode", "DNS label"),
+    ({**HOMELAB, "hybrid-llm:homelabLighthouseEndpoint": "home.example.net"}, "homelabLighthouseEndpoint",
+     "host:port"),
+    ({**HOMELAB, "hybrid-llm:homelabLighthouseEndpoint": "home.example.net:70000"}, "homelabLighthouseEndpoint",
+     "host:port"),
+    ({**HOMELAB, "hybrid-llm:homelabLighthouseEndpoint": "192.168.1.1:4242"}, "homelabLighthouseEndpoint",
+     "not a public address"),
+    ({**HOMELAB, "hybrid-llm:homelabLighthouseEndpoint": "100.72.4.1:4242"}, "homelabLighthouseEndpoint",
+     "carrier-grade NAT"),
+    ({**HOMELAB, "hybrid-llm:homelabLighthouseEndpoint": "[2001:db8::1]:4242"}, "homelabLighthouseEndpoint",
+     "neither an IPv4 address nor a DNS name"),
+    ({**HOMELAB, "hybrid-llm:homelabLighthouseEndpoint": "home_router:4242"}, "homelabLighthouseEndpoint",
+     "neither an IPv4 address nor a DNS name"),
+    ({**HOMELAB, "hybrid-llm:homelabLighthouseLanIp": "192.168.1"}, "homelabLighthouseLanIp", "IPv4 address"),
+])
+def test_placement_mistakes_are_one_line_naming_the_key(run_program, overrides, key, words):
+    message = _error(run_program, overrides)
+    assert message.startswith(f"hybrid-llm:{key}:") and words in message, message
+
+
+def test_one_homelab_node_needs_no_lan_address():
+    cfg = _parse({**HOMELAB, "hybrid-llm:homelabNodes": '["nas-1"]', "hybrid-llm:homelabLighthouseLanIp": ""})
+    assert cfg.lighthouse_node == "nas-1" and cfg.homelab_lighthouse_lan_ip is None
 
 
 def test_max_run_hours_zero_turns_the_backstop_off(run_program):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.conftest import PLACEMENTS
 from components import costs
 from components.config import ConfigError, parse
 from tools import harness, plan as plan_tool
@@ -19,12 +20,23 @@ def config(overrides=None, stack="dev"):
     return parse(harness.stack_config(stack, overrides), project=harness.PROJECT, stack=stack)
 
 
-def hand_idle(workers=1, root=100, models=100, runs=HOURS * 60):
-    lighthouse = T4G_NANO * HOURS + 8 * GP3 + IPV4 * HOURS
+# The Deep Learning AMI's root snapshot, 75 GiB (components/aws/disks.py says
+# where the figure comes from); the default model volume is 24 GiB.
+DLAMI_ROOT, MODELS = 75, 24
+
+
+def hand_mesh(placement="workers", workers=1):
+    """What the lighthouse costs where it lives."""
+    return {"workers": workers * IPV4 * HOURS,                        # an Elastic IP per worker
+            "ec2": T4G_NANO * HOURS + 8 * GP3 + IPV4 * HOURS,        # instance, 8 GiB root, Elastic IP
+            "homelab": 0.0}[placement]
+
+
+def hand_idle(workers=1, root=DLAMI_ROOT, models=MODELS, runs=HOURS * 60, placement="workers"):
     disks = workers * (root + models) * GP3
     scaler = runs * LAMBDA_REQUEST + runs * 1.0 * 128 / 1024 * LAMBDA_GB_S \
         + runs * 1024 / 1e9 * LOGS_GB + 2 * ALARM + 1 * METRIC
-    return lighthouse + disks + scaler
+    return hand_mesh(placement, workers) + disks + scaler
 
 
 # While a worker runs: 3 custom metrics (Activity, Ready, GpuUtilization; the
@@ -34,32 +46,62 @@ def hand_idle(workers=1, root=100, models=100, runs=HOURS * 60):
 RUNNING_METRICS, AGENT_PUTS, ACTIVATOR_PUTS_AT_MOST, READ_PER_RUN = 3, 60, 60, 2
 
 
-def hand_active(gpu_hourly, runs_per_hour=60):
-    return (gpu_hourly + IPV4 + RUNNING_METRICS * METRIC / HOURS
+def hand_active(gpu_hourly, runs_per_hour=60, placement="workers"):
+    # A running worker's auto-assigned public IPv4; a worker on its Elastic IP has none.
+    address = 0 if placement == "workers" else IPV4
+    return (gpu_hourly + address + RUNNING_METRICS * METRIC / HOURS
             + (AGENT_PUTS + ACTIVATOR_PUTS_AT_MOST) * PUT_METRIC_DATA
             + runs_per_hour * READ_PER_RUN * GET_METRIC_DATA)
 
 
 def test_default_stack_bill_by_hand():
     bill = costs.bill(config())
-    # 3.066 + 0.64 + 3.65 + 8 + 8 + (0.00876 + 0.07300 + 0.02243 + 0.20 + 0.30) = 23.96
+    # 3.65 (the worker's Elastic IP) + 6.00 (75 GiB root) + 1.92 (24 GiB models)
+    # + (0.00876 + 0.07300 + 0.02243 + 0.20 + 0.30) = 12.17
     assert bill.idle_monthly_usd == pytest.approx(hand_idle(), abs=1e-6)
-    assert round(bill.idle_monthly_usd, 2) == 23.96
+    assert round(bill.idle_monthly_usd, 2) == 12.17
     assert bill.active_hourly_usd == pytest.approx(hand_active(G4DN_SPOT), abs=1e-9)
     days = HOURS / 24
     for hours in (2, 4, 8, 24):
         assert bill.monthly_at(hours) == pytest.approx(hand_idle() + hours * days * hand_active(G4DN_SPOT))
-    # 0.20 + 0.005 + 3 x 0.30 / 730 + 120 x 0.00001 + 60 x 2 x 0.00001 = 0.208633 an hour
-    assert round(bill.active_hourly_usd, 6) == 0.208633
-    assert round(bill.monthly_at(24), 2) == 176.26  # 23.960 + 730 h x 0.208633
+    # 0.20 + 3 x 0.30 / 730 + 120 x 0.00001 + 60 x 2 x 0.00001 = 0.203633 an hour
+    assert round(bill.active_hourly_usd, 6) == 0.203633
+    assert round(bill.monthly_at(24), 2) == 160.83  # 12.174 + 730 h x 0.203633
+
+
+@pytest.mark.parametrize("placement, idle", [("workers", 12.17), ("ec2", 15.88), ("homelab", 8.52)])
+def test_each_placement_bill_by_hand(placement, idle):
+    """The issue's targets: the default <= 12 would need a 21 GiB model volume
+    (README, Costs); the homelab lighthouse <= 9."""
+    cfg = config(PLACEMENTS[placement])
+    bill = costs.bill(cfg)
+    assert bill.idle_monthly_usd == pytest.approx(hand_idle(placement=placement), abs=1e-6)
+    assert round(bill.idle_monthly_usd, 2) == idle
+    assert bill.active_hourly_usd == pytest.approx(hand_active(G4DN_SPOT, placement=placement), abs=1e-9)
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3, 4])
+def test_worker_elastic_ips_against_an_ec2_lighthouse(workers):
+    """An Elastic IP per worker costs less idle than an EC2 lighthouse up to two
+    workers; from the third, the EC2 lighthouse does."""
+    idle = {p: costs.bill(config({**PLACEMENTS[p], "hybrid-llm:gpuWorkers": str(workers)})).idle_monthly_usd
+            for p in ("workers", "ec2")}
+    assert idle["workers"] - idle["ec2"] == pytest.approx(hand_mesh("workers", workers) - hand_mesh("ec2"))
+    assert (idle["workers"] < idle["ec2"]) == (workers <= 2)
 
 
 def test_idle_items_name_every_cost_while_stopped():
     items = {item.name: item.monthly_usd for item in costs.bill(config()).idle_items}
-    assert items["lighthouse t4g.nano"] == pytest.approx(T4G_NANO * HOURS)
-    assert items["lighthouse Elastic IP (public IPv4)"] == pytest.approx(3.65)
-    assert items["model volumes 1 x 100 GiB gp3"] == pytest.approx(8.0)
+    assert items["worker Elastic IPs 1 x (each worker its own lighthouse)"] == pytest.approx(3.65)
+    assert items["GPU root volumes 1 x 75 GiB (the Deep Learning AMI's snapshot) gp3 (stopped)"] == pytest.approx(6.0)
+    assert items["model volumes 1 x 24 GiB gp3"] == pytest.approx(1.92)
+    assert not any("lighthouse t4g" in name for name in items)
     assert all(item.source for item in costs.bill(config()).idle_items)
+    ec2 = {item.name: item.monthly_usd for item in costs.bill(config(PLACEMENTS["ec2"])).idle_items}
+    assert ec2["lighthouse t4g.nano"] == pytest.approx(T4G_NANO * HOURS)
+    assert ec2["lighthouse Elastic IP (public IPv4)"] == pytest.approx(3.65)
+    sized = {item.name for item in costs.bill(config({"hybrid-llm:gpuRootVolumeGiB": "100"})).idle_items}
+    assert "GPU root volumes 1 x 100 GiB gp3 (stopped)" in sized
 
 
 def test_on_demand_two_workers_and_sizes():
@@ -86,8 +128,10 @@ def test_unpriced_region_and_type_are_one_line_naming_the_key():
         costs.bill(config({"hybrid-llm:gpuInstanceType": "p5.48xlarge"}))
     assert str(err.value).startswith("hybrid-llm:gpuInstanceType: ") and "p5.48xlarge" in str(err.value)
     with pytest.raises(ConfigError) as err:
-        costs.bill(config({"hybrid-llm:lighthouseInstanceType": "m7g.large"}))
+        costs.bill(config({**PLACEMENTS["ec2"], "hybrid-llm:lighthouseInstanceType": "m7g.large"}))
     assert str(err.value).startswith("hybrid-llm:lighthouseInstanceType: ")
+    # Without an EC2 lighthouse its type is never priced.
+    assert costs.bill(config({"hybrid-llm:lighthouseInstanceType": "m7g.large"})).idle_monthly_usd > 0
 
 
 def test_monthly_at_rejects_more_than_a_day():

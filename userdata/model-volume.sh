@@ -4,8 +4,12 @@
 # disk). Formats only a device on which blkid finds nothing at all, so models
 # on an existing volume survive a new instance. Grows the filesystem, before
 # mounting it, when the volume grew (modelVolumeGiB raised): nothing by hand.
+# Container images are the other large thing a worker writes: containerd's root
+# (k3s keeps it under its data dir) is bound onto the volume before k3s starts,
+# so the root disk stays at the AMI's size and a new instance finds the images.
 set -euo pipefail
 readonly DEVICE="@@{device}" MOUNTPOINT="@@{mountpoint}" LABEL="@@{label}"
+readonly IMAGES_DIR="@@{images_dir}" IMAGES_SUBDIR="@@{images_subdir}"
 # The device is there at once on a restart (the attachment outlives a stop); only
 # a first boot waits for the attachment, made after the instance runs.
 readonly TIMEOUT=@@{timeout_seconds} POLL=0.2
@@ -18,7 +22,16 @@ until [[ -b $DEVICE ]]; do
   sleep "$POLL"
 done
 
+bind_images() {
+  mkdir -p "$MOUNTPOINT/$IMAGES_SUBDIR" "$IMAGES_DIR"
+  if ! mountpoint -q "$IMAGES_DIR"; then
+    mount --bind "$MOUNTPOINT/$IMAGES_SUBDIR" "$IMAGES_DIR"
+    echo "container images on $MOUNTPOINT/$IMAGES_SUBDIR" >&2
+  fi
+}
+
 if mountpoint -q "$MOUNTPOINT"; then
+  bind_images
   exit 0
 fi
 
@@ -34,7 +47,8 @@ case $probe in
     ;;
   2)
     echo "$DEVICE is blank: creating an ext4 filesystem" >&2
-    mkfs.ext4 -q -L "$LABEL" "$DEVICE"
+    # -m 0: no blocks kept back for root; kubelet counts them as used.
+    mkfs.ext4 -q -m 0 -L "$LABEL" "$DEVICE"
     fstype=ext4
     ;;
   *)
@@ -55,3 +69,4 @@ fi
 mkdir -p "$MOUNTPOINT"
 mount -t "$fstype" -o noatime "$DEVICE" "$MOUNTPOINT"
 echo "model volume mounted on $MOUNTPOINT ($fstype)" >&2
+bind_images

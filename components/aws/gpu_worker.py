@@ -57,6 +57,10 @@ DLAMI_PARAMETER = "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-g
 METRIC_NAMESPACE = "HybridLLM"
 NEBULA_IFACE = TUN_DEVICE
 MODELS_DIR = "/var/lib/hybrid-llm/models"
+# containerd's root under k3s's default --data-dir (k3s pkg/agent/config/config.go:
+# <data-dir>/agent/containerd), bound onto the model volume at IMAGES_SUBDIR.
+CONTAINERD_DIR = "/var/lib/rancher/k3s/agent/containerd"
+IMAGES_SUBDIR = "containerd"
 OLLAMA_MODELS_PV = "ollama-models"
 OLLAMA_SELECTOR = "app.kubernetes.io/name=ollama"
 # The activity agent (userdata/activity-agent.sh, whose header says why): a minute
@@ -249,6 +253,8 @@ class GpuWorkerArgs:
     """The homelab's Liqo cluster id: the tenant this worker serves."""
     root_volume_key: str = "gpuRootVolumeGiB"
     """Config key named when the root volume is smaller than the AMI's snapshot."""
+    eip_allocation_id: Optional[pulumi.Input[str]] = None
+    """The stack's Elastic IP for this worker when it is a lighthouse (components/aws/network.py)."""
 
 
 class GpuWorker(pulumi.ComponentResource):
@@ -317,8 +323,10 @@ class GpuWorker(pulumi.ComponentResource):
             ),
             block_device_mappings=[aws.ec2.LaunchTemplateBlockDeviceMappingArgs(
                 device_name=root_device,
+                # No size (gpuRootVolumeGiB 0): EC2 takes the snapshot's own, so a
+                # new AMI release never changes the template (docs/lifecycle.md).
                 ebs=aws.ec2.LaunchTemplateBlockDeviceMappingEbsArgs(
-                    volume_type="gp3", volume_size=args.root_volume_gib,
+                    volume_type="gp3", volume_size=args.root_volume_gib or None,
                     encrypted="true", delete_on_termination="true",
                 ),
             )],
@@ -361,6 +369,13 @@ class GpuWorker(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True,
                                         depends_on=[guard] if guard else []),
         )
+
+        if args.eip_allocation_id is not None:
+            # Every argument replaces (terraform-provider-aws ec2_eip_association.go):
+            # a new instance gets a new association, the address stays the stack's.
+            aws.ec2.EipAssociation(
+                f"{name}-eip", allocation_id=args.eip_allocation_id, instance_id=instance.id,
+                opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True))
 
         self.instance_id = instance.id
         self.instance_arn = instance.arn
@@ -411,6 +426,7 @@ class GpuWorker(pulumi.ComponentResource):
                      hostboot.render("units/hybrid-llm-nebula-ready.service", {"iface": NEBULA_IFACE})),
             BootFile(f"{sbin}/hybrid-llm-model-volume", "0755", hostboot.render("model-volume.sh", {
                 "device": volume_device(volume_id), "mountpoint": MODELS_DIR, "label": "hybrid-models",
+                "images_dir": CONTAINERD_DIR, "images_subdir": IMAGES_SUBDIR,
                 "timeout_seconds": _WAIT_VOLUME_SECONDS})),
             BootFile(f"{units}/hybrid-llm-model-volume.service", "0644",
                      hostboot.render("units/hybrid-llm-model-volume.service", {})),

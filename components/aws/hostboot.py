@@ -100,11 +100,12 @@ def describe_ami(ami: Ami, parent: pulumi.Resource) -> pulumi.Output[aws.ec2.Get
 
 def root_device(image: aws.ec2.GetAmiResult, root_gib: int, key: str) -> str:
     """The AMI's root device name, once the root volume asked for is at least its
-    snapshot (RunInstances refuses a smaller one): a `ConfigError` naming `key`."""
+    snapshot (RunInstances refuses a smaller one): a `ConfigError` naming `key`.
+    `root_gib` 0 asks for the snapshot's own size."""
     for mapping in image.block_device_mappings or []:
         if mapping.device_name == image.root_device_name:
             size = (mapping.ebs or {}).get("volume_size")
-            if size and root_gib < int(size):
+            if size and root_gib and root_gib < int(size):
                 raise ConfigError(f"{NAMESPACE}:{key}: {root_gib} GiB is smaller than the root snapshot "
                                   f"of {image.image_id} ({size} GiB); raise it, or pin the AMI id to keep")
     return image.root_device_name

@@ -1,6 +1,11 @@
 """The AWS network: one VPC, a public subnet in the worker's AZ, an internet gateway,
-the security groups of the lighthouse and the GPU workers, and the lighthouse's
-Elastic IP.
+the security groups of the GPU workers (and of an EC2 lighthouse, when there is
+one), and an Elastic IP for each AWS host that is a Nebula lighthouse.
+
+A lighthouse's address belongs to the stack, not to an instance: the others'
+`static_host_map` names it, so it is allocated here, before any instance, and an
+instance only associates it. A stopped or replaced instance leaves it in place
+(docs/lifecycle.md, "Elastic IPs").
 
 There is no NAT gateway (about $32 a month while idle): instances sit in the public
 subnet with a public address and accept nothing from the internet except Nebula's
@@ -32,6 +37,13 @@ class NetworkArgs:
     """None picks the first available AZ that offers every type in `instance_types`."""
     instance_types: Mapping[str, str] = field(default_factory=dict)
     """Config key -> instance type that must run in the subnet's AZ."""
+    public_hosts: Sequence[str] = ()
+    """AWS hosts that are lighthouses: each gets a stack-owned Elastic IP."""
+    ec2_lighthouse: bool = False
+    """Whether an EC2 lighthouse runs (it gets a security group of its own)."""
+    lighthouse_udp_ports: Sequence[int] = ()
+    """UDP ports the workers dial a lighthouse outside AWS on (a homelab's forward),
+    when outside the ephemeral range their egress already allows."""
 
 
 @dataclass(frozen=True)
@@ -49,9 +61,11 @@ class Network(pulumi.ComponentResource):
     vpc_id: pulumi.Output[str]
     subnet_id: pulumi.Output[str]
     availability_zone: pulumi.Output[str]
-    lighthouse_security_group_id: pulumi.Output[str]
-    lighthouse_eip_allocation_id: pulumi.Output[str]
-    lighthouse_public_ip: pulumi.Output[str]
+    lighthouse_security_group_id: Optional[pulumi.Output[str]]
+    """None without an EC2 lighthouse."""
+    eip_allocation_ids: dict[str, pulumi.Output[str]]
+    public_ips: dict[str, pulumi.Output[str]]
+    """Host name -> its Elastic IP, for every host in `public_hosts`."""
     worker_security_group_id: pulumi.Output[str]
     internet_route: Sequence[pulumi.Resource]
     """What an instance must wait for to reach the internet at its first boot."""
@@ -102,12 +116,14 @@ class Network(pulumi.ComponentResource):
             f"{name}-public-rta", subnet_id=subnet.id, route_table_id=routes.id, opts=child
         )
 
-        # The lighthouse's address belongs to the stack, not to an instance: every
-        # host's static_host_map names it, so a replaced lighthouse keeps it.
-        lighthouse_eip = aws.ec2.Eip(
-            f"{name}-lighthouse-eip", domain="vpc",
-            tags={"Name": f"{name}-lighthouse"}, opts=pulumi.ResourceOptions(parent=self, depends_on=[gateway]),
-        )
+        # Named after the host (`<name>-lighthouse-eip` as before for the EC2
+        # lighthouse), so an address stays as long as its host is a lighthouse.
+        eips = {
+            host: aws.ec2.Eip(
+                f"{name}-{host}-eip", domain="vpc", tags={"Name": f"{name}-{host}", "NebulaHost": host},
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[gateway]))
+            for host in args.public_hosts
+        }
 
         nebula_in = _Rule("Nebula handshakes and tunnels from any peer", "udp", args.nebula_port, args.nebula_port)
         nebula_out = _Rule("Nebula to peers at their NAT-mapped ports", "udp", *_EPHEMERAL_UDP)
@@ -117,23 +133,25 @@ class Network(pulumi.ComponentResource):
         lighthouse_sg = self._security_group(
             f"{name}-lighthouse", vpc.id, "Nebula lighthouse: Nebula UDP in, nothing else",
             ingress=[nebula_in], egress=[nebula_out, https_out],
-        )
+        ) if args.ec2_lighthouse else None
+        to_home = [_Rule("Nebula to the homelab lighthouse's forwarded port", "udp", port, port)
+                   for port in sorted(set(args.lighthouse_udp_ports)) if not _EPHEMERAL_UDP[0] <= port <= _EPHEMERAL_UDP[1]]
         worker_sg = self._security_group(
             f"{name}-worker", vpc.id, "GPU worker: Nebula UDP in, no SSH (SSM Session Manager)",
-            ingress=[nebula_in], egress=[nebula_out, https_out, http_out],
+            ingress=[nebula_in], egress=[nebula_out, https_out, http_out, *to_home],
         )
 
         self.internet_route = [association, routes]
         self.vpc_id = vpc.id
         self.subnet_id = subnet.id
         self.availability_zone = subnet.availability_zone
-        self.lighthouse_security_group_id = lighthouse_sg.id
+        self.lighthouse_security_group_id = lighthouse_sg.id if lighthouse_sg else None
         self.worker_security_group_id = worker_sg.id
-        self.lighthouse_eip_allocation_id = lighthouse_eip.allocation_id
-        self.lighthouse_public_ip = lighthouse_eip.public_ip
+        self.eip_allocation_ids = {host: eip.allocation_id for host, eip in eips.items()}
+        self.public_ips = {host: eip.public_ip for host, eip in eips.items()}
         self.register_outputs({
-            "lighthouse_eip_allocation_id": self.lighthouse_eip_allocation_id,
-            "lighthouse_public_ip": self.lighthouse_public_ip,
+            "eip_allocation_ids": self.eip_allocation_ids,
+            "public_ips": self.public_ips,
             "vpc_id": self.vpc_id,
             "subnet_id": self.subnet_id,
             "availability_zone": self.availability_zone,

@@ -42,7 +42,8 @@ class HomelabArgs:
     service_cidr: ipaddress.IPv4Network
     nodes: Sequence[HomelabNode]
     nebula_ca_pem: pulumi.Input[str]
-    nebula_config_yaml: pulumi.Input[str]
+    nebula_config_yaml: Optional[pulumi.Input[str]]
+    """The config of every node that is not a lighthouse (None: every node is one)."""
     snat_script: str
     workers: Sequence[WorkerPeer]
     models: Sequence[str]

@@ -5,8 +5,10 @@ pod with host networking on each node named in `homelabNodes`.
   (`kubernetes.io/hostname` unless `homelabNodeLabel` says otherwise) and
   mounting that node's own certificate and key from its own Secret: every node
   keeps its own overlay address, and a renewal restarts only that node's pod.
-- The config (the same for every homelab node) and the CA certificate come from
-  one ConfigMap; keys only from Secrets.
+- The config (the same for every homelab node but a lighthouse, which has its
+  own under `config-<node>.yml`) and the CA certificate come from one ConfigMap;
+  keys only from Secrets. A lighthouse node listens on its fixed port on the
+  host (host networking), which the home router forwards to.
 - Least privilege: `NET_ADMIN` and the host's `/dev/net/tun`, nothing else (no
   privileged container); the namespace is labelled for the `privileged` Pod
   Security level because host networking and hostPath are beyond `baseline`,
@@ -46,13 +48,22 @@ class HomelabNode:
     name: str
     cert_pem: pulumi.Input[str]
     key_pem: pulumi.Input[str]       # secret
+    config_yaml: Optional[pulumi.Input[str]] = None
+    """A config of its own (a lighthouse); None: the shared one."""
+    listen_port: Optional[int] = None
+    """The fixed UDP port a lighthouse listens on (documented on the pod)."""
+
+    @property
+    def config_key(self) -> str:
+        return "config.yml" if self.config_yaml is None else f"config-{self.name}.yml"
 
 
 @dataclass
 class HomelabNebulaArgs:
     nodes: Sequence[HomelabNode]
     ca_pem: pulumi.Input[str]
-    config_yaml: pulumi.Input[str]
+    config_yaml: Optional[pulumi.Input[str]]
+    """Shared by every node without a config of its own (None: there is none)."""
     snat_script: str
     node_label: str = "kubernetes.io/hostname"
 
@@ -75,11 +86,16 @@ class HomelabNebula(pulumi.ComponentResource):
             f"{name}-namespace",
             metadata=k8s.meta.v1.ObjectMetaArgs(name=NAMESPACE, labels={**PRIVILEGED, **PART_OF}),
             opts=child)
+        configs = {node.config_key: node.config_yaml if node.config_yaml is not None else args.config_yaml
+                   for node in args.nodes}
+        missing = [key for key, value in configs.items() if value is None]
+        if missing:
+            raise ValueError(f"HomelabNebula: no config for {missing}")
         shared = k8s.core.v1.ConfigMap(
             f"{name}-config",
             metadata=k8s.meta.v1.ObjectMetaArgs(name="nebula-config", namespace=namespace.metadata.name,
                                                 labels=PART_OF),
-            data={"config.yml": args.config_yaml, "ca.crt": args.ca_pem, "snat.sh": args.snat_script},
+            data={**configs, "ca.crt": args.ca_pem, "snat.sh": args.snat_script},
             opts=child)
         self.daemon_sets = {}
         for node in args.nodes:
@@ -90,21 +106,22 @@ class HomelabNebula(pulumi.ComponentResource):
                 type="Opaque",
                 string_data={"host.crt": node.cert_pem, "host.key": pulumi.Output.secret(node.key_pem)},
                 opts=pulumi.ResourceOptions(parent=self, additional_secret_outputs=["stringData", "data"]))
-            checksum = pulumi.Output.all(args.config_yaml, args.ca_pem, node.cert_pem, args.snat_script).apply(
-                lambda parts: _digest(*parts))
+            checksum = pulumi.Output.all(configs[node.config_key], args.ca_pem, node.cert_pem,
+                                         args.snat_script).apply(lambda parts: _digest(*parts))
             self.daemon_sets[node.name] = k8s.apps.v1.DaemonSet(
                 f"{name}-{node.name}",
                 metadata=k8s.meta.v1.ObjectMetaArgs(name=f"nebula-{node.name}", namespace=namespace.metadata.name,
                                                     labels=PART_OF),
                 spec=daemon_set_spec(node.name, args.node_label, shared.metadata.name, secret.metadata.name,
-                                     checksum),
+                                     checksum, config_key=node.config_key, listen_port=node.listen_port),
                 opts=child)
         self.namespace = namespace.metadata.name
         self.register_outputs({"namespace": self.namespace})
 
 
 def daemon_set_spec(node: str, node_label: str, config_map: pulumi.Input[str], secret: pulumi.Input[str],
-                    checksum: pulumi.Input[str]) -> k8s.apps.v1.DaemonSetSpecArgs:
+                    checksum: pulumi.Input[str], config_key: str = "config.yml",
+                    listen_port: Optional[int] = None) -> k8s.apps.v1.DaemonSetSpecArgs:
     labels = {"app.kubernetes.io/name": "nebula", "app.kubernetes.io/instance": node}
     net_admin_only = k8s.core.v1.SecurityContextArgs(
         capabilities=k8s.core.v1.CapabilitiesArgs(add=["NET_ADMIN"], drop=["ALL"]),
@@ -142,7 +159,7 @@ def daemon_set_spec(node: str, node_label: str, config_map: pulumi.Input[str], s
                         default_mode=0o400,
                         sources=[
                             k8s.core.v1.VolumeProjectionArgs(config_map=k8s.core.v1.ConfigMapProjectionArgs(
-                                name=config_map, items=[k8s.core.v1.KeyToPathArgs(key="config.yml", path="config.yml"),
+                                name=config_map, items=[k8s.core.v1.KeyToPathArgs(key=config_key, path="config.yml"),
                                                         k8s.core.v1.KeyToPathArgs(key="ca.crt", path="ca.crt")])),
                             k8s.core.v1.VolumeProjectionArgs(secret=k8s.core.v1.SecretProjectionArgs(
                                 name=secret, items=[k8s.core.v1.KeyToPathArgs(key="host.crt", path="host.crt"),

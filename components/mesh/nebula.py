@@ -10,16 +10,22 @@ component to put into a Kubernetes Secret.
 A GPU worker's certificate carries its k3s pod range (`Host.pod_cidr`) as an
 unsafe network, and the homelab config routes each range via its worker: that is
 the whole packet path between the clusters (DESIGN decision 8). The homelab
-config names no node, so all homelab nodes share it (`homelab_config_yaml`, one
-ConfigMap) and differ only in certificate and key (`host_files`, a Secret per
-node); `homelab_snat_script` source-NATs their pods' traffic into the mesh.
+config names no node, so all homelab nodes but a lighthouse share it
+(`homelab_config_yaml`, one ConfigMap key) and differ only in certificate and key
+(`host_files`, a Secret per node); a homelab lighthouse has a config of its own
+(`host_files[node].config_yaml`). `homelab_snat_script` source-NATs their pods'
+traffic into the mesh.
+
+Which hosts are lighthouses is `Host.lighthouse` (components/inventory.py);
+`lighthouse_endpoints` says where each is found, an Elastic IP's output or a
+user's `host:port`, so a config is rendered once every address is known.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
-from typing import Optional
+from dataclasses import dataclass, field
+from typing import Mapping, Optional
 
 import pulumi
 import pulumi_aws as aws
@@ -40,12 +46,15 @@ class NebulaMeshArgs:
     hosts: list[Host]
     network: ipaddress.IPv4Network           # nebulaCidr: every certificate carries its prefix
     port: int
-    lighthouse_public_ip: pulumi.Input[str]
+    lighthouse_endpoints: Mapping[str, pulumi.Input[str]]
+    """Each lighthouse host's public `addr:port` (what hosts outside the home dial)."""
     ssm_prefixes: dict[str, str]              # AWS host name -> inventory.ssm_prefix(cfg, host)
     ca_validity_hours: int
     cert_validity_hours: int
     early_renewal_hours: int
     ca_name: Optional[str] = None             # default: the component's name
+    lan_endpoints: Mapping[str, str] = field(default_factory=dict)
+    """A homelab lighthouse's LAN `addr:port`, which the other homelab nodes dial."""
 
 
 @dataclass
@@ -58,17 +67,24 @@ class NebulaHostFiles:
     config_yaml: pulumi.Output[str]
 
 
-def _check_hosts(args: NebulaMeshArgs) -> Host:
-    """The lighthouse; fails on hosts that would share a name or an address."""
+def _check_hosts(args: NebulaMeshArgs) -> list[Host]:
+    """The lighthouses; fails on hosts that would share a name or an address."""
     names = [h.name for h in args.hosts]
     ips = [h.overlay_ip for h in args.hosts]
     if len(set(names)) != len(names):
         raise ConfigError(f"{NAMESPACE}:homelabNodes: two mesh hosts are named the same ({names})")
     if len(set(ips)) != len(ips):
         raise ConfigError(f"{NAMESPACE}:nebulaCidr: two mesh hosts got the same overlay address")
-    lighthouses = [h for h in args.hosts if h.role == "lighthouse"]
-    if len(lighthouses) != 1:
-        raise ConfigError(f"{NAMESPACE}:nebulaCidr: the mesh needs exactly one lighthouse, got {len(lighthouses)}")
+    lighthouses = [h for h in args.hosts if h.lighthouse]
+    if not lighthouses:
+        raise ValueError("NebulaMesh: no host is a lighthouse")
+    if sorted(args.lighthouse_endpoints) != sorted(h.name for h in lighthouses):
+        raise ValueError(f"NebulaMesh: endpoints given for {sorted(args.lighthouse_endpoints)}, "
+                         f"lighthouses are {[h.name for h in lighthouses]}")
+    stray = [name for name in args.lan_endpoints
+             if name not in args.lighthouse_endpoints or next(h for h in lighthouses if h.name == name).on_aws]
+    if stray:
+        raise ValueError(f"NebulaMesh: LAN endpoints only for homelab lighthouses, not {stray}")
     outside = [h.name for h in args.hosts if h.overlay_ip not in args.network]
     if outside:
         raise ConfigError(f"{NAMESPACE}:nebulaCidr: {args.network} does not hold host(s) {outside}")
@@ -76,7 +92,7 @@ def _check_hosts(args: NebulaMeshArgs) -> Host:
     if missing:
         raise ValueError(f"NebulaMesh: no SSM prefix for AWS host(s) {missing}")
     _check_pod_ranges(args)
-    return lighthouses[0]
+    return lighthouses
 
 
 def _check_pod_ranges(args: NebulaMeshArgs) -> None:
@@ -104,12 +120,15 @@ class NebulaMesh(pulumi.ComponentResource):
     parameters: dict[str, list[aws.ssm.Parameter]]
     overlay_ips: dict[str, str]
     pod_ranges: dict[str, str]                # GPU worker name -> its k3s pod range
-    homelab_config_yaml: pulumi.Output[str]   # the config.yml of every homelab node
+    homelab_config_yaml: Optional[pulumi.Output[str]]
+    """The config.yml of every homelab node that is not a lighthouse (None: no such node)."""
     homelab_snat_script: str                  # run on each homelab node before Nebula
+    lighthouse_endpoints: dict[str, pulumi.Output[str]]
+    """Lighthouse name -> the public `addr:port` the others dial."""
 
     def __init__(self, name: str, args: NebulaMeshArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("hybrid-llm:index:NebulaMesh", name, None, opts)
-        lighthouse = _check_hosts(args)
+        lighthouse_hosts = _check_hosts(args)
         child = pulumi.ResourceOptions(parent=self)
         plan = MeshAddressPlan(args.network)
 
@@ -117,19 +136,22 @@ class NebulaMesh(pulumi.ComponentResource):
             f"{name}-ca", ca_name=args.ca_name or name, validity_period_hours=args.ca_validity_hours,
             early_renewal_hours=args.early_renewal_hours, opts=child,
         )
-        endpoint = pulumi.Output.from_input(args.lighthouse_public_ip).apply(
-            lambda ip: nebula_config.endpoint(ip, args.port)
-        )
+        addresses = pulumi.Output.all(**dict(args.lighthouse_endpoints)).apply(
+            lambda public: [nebula_config.LighthouseAddress(h.overlay_ip, public[h.name], args.lan_endpoints.get(h.name))
+                            for h in lighthouse_hosts])
 
         workers = [h for h in args.hosts if h.role == "gpu"]
+        self.lighthouse_endpoints = {name: pulumi.Output.from_input(value)
+                                     for name, value in args.lighthouse_endpoints.items()}
         self.ca_cert_pem = ca.cert_pem
         self.host_files = {}
         self.parameters = {}
         self.overlay_ips = {}
         self.pod_ranges = {h.name: str(h.pod_cidr) for h in workers if h.pod_cidr is not None}
-        self.homelab_config_yaml = endpoint.apply(
-            lambda ep: nebula_config.render(nebula_config.homelab_config(lighthouse, ep, args.port, workers))
-        )
+        plain_homelab = [h for h in args.hosts if h.role == "homelab" and not h.lighthouse]
+        self.homelab_config_yaml = addresses.apply(
+            lambda found: nebula_config.render(nebula_config.homelab_config(found, args.port, workers, plain_homelab[0]))
+        ) if plain_homelab else None
         self.homelab_snat_script = snat.snat_script(args.network)
         for host in args.hosts:
             cert = NebulaHostCertificate(
@@ -138,11 +160,11 @@ class NebulaMesh(pulumi.ComponentResource):
                 validity_period_hours=args.cert_validity_hours,
                 early_renewal_hours=args.early_renewal_hours, opts=child,
             )
-            if host.role == "homelab":
+            if host.role == "homelab" and not host.lighthouse:
                 config_yaml = self.homelab_config_yaml
             else:
-                config_yaml = endpoint.apply(
-                    lambda ep, h=host: nebula_config.render(nebula_config.node_config(h, lighthouse, ep, args.port))
+                config_yaml = addresses.apply(
+                    lambda found, h=host: nebula_config.render(nebula_config.node_config(h, found, args.port, workers))
                 )
             files = NebulaHostFiles(ca_pem=ca.cert_pem, cert_pem=cert.cert_pem,
                                     key_pem=cert.private_key_pem, config_yaml=config_yaml)
@@ -159,6 +181,7 @@ class NebulaMesh(pulumi.ComponentResource):
             "overlay_ips": self.overlay_ips,
             "pod_ranges": self.pod_ranges,
             "homelab_config_yaml": self.homelab_config_yaml,
+            "lighthouse_endpoints": self.lighthouse_endpoints,
         })
 
     def _parameters(self, name: str, host: Host, prefix: str,

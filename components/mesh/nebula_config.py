@@ -1,16 +1,18 @@
 """One Nebula config model, rendered per host as the YAML `nebula -config` reads.
 
-Every host gets the same shape; only its role decides the listen port, whether
-it is the lighthouse, what it routes and what its firewall lets in. Keys are the
+Every host gets the same shape; its role decides what it routes and what its
+firewall lets in, and whether it is a lighthouse (`Host.lighthouse`, apart from
+the role) decides its listen port and its `static_host_map`. Keys are the
 ones Nebula 1.6 (Debian's, which the tests run) and 1.10 (what the instances
 install) both read.
 
-Listen ports: the lighthouse and the AWS workers listen on `nebulaPort`, the one
-UDP port their security groups open. Homelab nodes listen on port 0 (a random
-port): they sit behind the home router's NAT with no port forward, so a fixed
-port would buy nothing, and a random one never clashes with anything else on a
-node (the homelab runs Nebula with host networking). They reach the others by
-punching out through the NAT, which `punchy` keeps open.
+Listen ports: every lighthouse and the AWS hosts listen on `nebulaPort`, the one
+UDP port their security groups (or, for a homelab lighthouse, the router's
+forward) open. Other homelab nodes listen on port 0 (a random port): they sit
+behind the home router's NAT with no port forward, so a fixed port would buy
+nothing, and a random one never clashes with anything else on a node (the
+homelab runs Nebula with host networking). They reach the others by punching out
+through the NAT, which `punchy` keeps open.
 
 The packet path (DESIGN decision 8): Liqo's own network is off and Nebula alone
 carries pod traffic, so nothing tunnels inside the mesh and the tun MTU is all
@@ -52,7 +54,13 @@ TUN_DEVICE = "nebula1"
 # Unsafe routes take this MTU too (they name none); pods behind a node learn it by
 # path MTU discovery from their own node.
 TUN_MTU = 1300
-LIGHTHOUSE_INTERVAL_SECONDS = 60
+# How often a host reports its addresses to its lighthouses (Nebula sends the
+# first report at start, then one each interval: lighthouse.go, both 1.6 and
+# 1.10). An AWS host reports every 10 s (Nebula's own default): a lighthouse that
+# restarted (a homelab node, say) knows a running worker again within 10 s. A
+# homelab node reports every 60 s: nobody dials it, and a stopped worker that is
+# its lighthouse costs one timed-out handshake per report.
+REPORT_INTERVAL_SECONDS = {"aws": 10, "homelab": 60}
 
 K3S_API_PORT = 6443
 OLLAMA_PORT = 11434
@@ -108,21 +116,29 @@ def unsafe_routes(workers: Sequence[Host]) -> list[dict[str, str]]:
     return [{"route": str(w.pod_cidr), "via": str(w.overlay_ip)} for w in workers if w.pod_cidr is not None]
 
 
+@dataclass(frozen=True)
+class LighthouseAddress:
+    """Where the others find one lighthouse: `public` (`addr:port`, an address or a
+    DNS name) for hosts outside the home network, `lan` for homelab nodes when the
+    lighthouse is itself a homelab node (they dial it on the LAN: no hairpin NAT)."""
+
+    overlay_ip: ipaddress.IPv4Address
+    public: str
+    lan: str | None = None
+
+
 def listen_port(host: Host, nebula_port: int) -> int:
-    return _listen_port(host.role, nebula_port)
+    """`nebulaPort` for a lighthouse and every AWS host (the port their security
+    group or the home router's forward opens); 0 (random) for other homelab nodes."""
+    return nebula_port if host.lighthouse or host.on_aws else 0
 
 
-def _listen_port(role: str, nebula_port: int) -> int:
-    return 0 if role == "homelab" else nebula_port
-
-
-def node_config(host: Host, lighthouse: Host, lighthouse_endpoint: str, nebula_port: int,
+def node_config(host: Host, lighthouses: Sequence[LighthouseAddress], nebula_port: int,
                 workers: Sequence[Host] = ()) -> dict[str, Any]:
-    """The config of one host as data. `lighthouse_endpoint` is `EIP:port`;
-    `workers` are the GPU workers whose pod ranges homelab nodes route."""
-    if host.role == "homelab":
-        return homelab_config(lighthouse, lighthouse_endpoint, nebula_port, workers)
-    config = _config(host.role, inbound_rules(host), [], lighthouse, lighthouse_endpoint, nebula_port)
+    """The config of one host as data. `workers` are the GPU workers whose pod
+    ranges homelab nodes route."""
+    routes = unsafe_routes(workers) if host.role == "homelab" else []
+    config = _config(host, inbound_rules(host), routes, lighthouses, nebula_port)
     if host.pod_cidr is not None:
         # Nebula tells the lighthouse every local address, the pod bridge's too; a
         # peer would then try to reach this host through the very range it routes
@@ -131,26 +147,41 @@ def node_config(host: Host, lighthouse: Host, lighthouse_endpoint: str, nebula_p
     return config
 
 
-def homelab_config(lighthouse: Host, lighthouse_endpoint: str, nebula_port: int,
-                   workers: Sequence[Host]) -> dict[str, Any]:
-    """The one config every homelab node runs: nothing in it names a node."""
-    return _config("homelab", (_ICMP,), unsafe_routes(workers), lighthouse, lighthouse_endpoint, nebula_port)
+def homelab_config(lighthouses: Sequence[LighthouseAddress], nebula_port: int,
+                   workers: Sequence[Host], network_host: Host) -> dict[str, Any]:
+    """The one config every homelab node but a lighthouse runs: nothing in it names
+    a node (`network_host` is any such node)."""
+    if network_host.role != "homelab" or network_host.lighthouse:
+        raise ValueError(f"{network_host.name} is not a plain homelab node")
+    return node_config(network_host, lighthouses, nebula_port, workers)
 
 
-def _config(role: str, inbound: Sequence[Rule], routes: list[dict[str, str]], lighthouse: Host,
-            lighthouse_endpoint: str, nebula_port: int) -> dict[str, Any]:
-    am_lighthouse = role == "lighthouse"
-    lighthouse_ip = str(lighthouse.overlay_ip)
+def static_host_map(host: Host, lighthouses: Sequence[LighthouseAddress]) -> dict[str, list[str]]:
+    """Every other lighthouse at the endpoints this host can reach: a homelab node
+    tries the LAN address first; a lighthouse needs no map (the others report in)."""
+    if host.lighthouse:
+        return {}
+    out = {}
+    for lighthouse in lighthouses:
+        if host.role == "homelab" and lighthouse.lan:
+            out[str(lighthouse.overlay_ip)] = [lighthouse.lan, lighthouse.public]
+        else:
+            out[str(lighthouse.overlay_ip)] = [lighthouse.public]
+    return out
+
+
+def _config(host: Host, inbound: Sequence[Rule], routes: list[dict[str, str]],
+            lighthouses: Sequence[LighthouseAddress], nebula_port: int) -> dict[str, Any]:
+    static = static_host_map(host, lighthouses)
     return {
         "pki": {"ca": f"{PKI_DIR}/ca.crt", "cert": f"{PKI_DIR}/host.crt", "key": f"{PKI_DIR}/host.key"},
-        # The lighthouse needs no map to itself; everyone else finds it at its EIP.
-        "static_host_map": {} if am_lighthouse else {lighthouse_ip: [lighthouse_endpoint]},
+        "static_host_map": static,
         "lighthouse": {
-            "am_lighthouse": am_lighthouse,
-            "interval": LIGHTHOUSE_INTERVAL_SECONDS,
-            "hosts": [] if am_lighthouse else [lighthouse_ip],
+            "am_lighthouse": host.lighthouse,
+            "interval": REPORT_INTERVAL_SECONDS["aws" if host.on_aws else "homelab"],
+            "hosts": list(static),
         },
-        "listen": {"host": "0.0.0.0", "port": _listen_port(role, nebula_port)},
+        "listen": {"host": "0.0.0.0", "port": listen_port(host, nebula_port)},
         "punchy": {"punch": True, "respond": True},
         "tun": {"disabled": False, "dev": TUN_DEVICE, "mtu": TUN_MTU,
                 "drop_local_broadcast": False, "drop_multicast": False, "unsafe_routes": routes},
@@ -173,6 +204,7 @@ def render(config: dict[str, Any]) -> str:
     return yaml.safe_dump(config, sort_keys=False, default_flow_style=False)
 
 
-def endpoint(public_ip: str, port: int) -> str:
-    """`EIP:port`, refusing anything that is not an IPv4 address."""
-    return f"{ipaddress.IPv4Address(public_ip)}:{port}"
+def endpoint(address: str, port: int) -> str:
+    """`addr:port` for an Elastic IP or a LAN address, refusing anything that is not
+    an IPv4 address (a user's DNS endpoint comes whole from config)."""
+    return f"{ipaddress.IPv4Address(address)}:{port}"

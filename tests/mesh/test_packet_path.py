@@ -1,13 +1,22 @@
 """The packet path between the clusters (DESIGN decision 8), for real: Debian's
 nebula in network namespaces, run from the certificates and configs the program
-renders (tools/netns.py rewrites only the lighthouse's Elastic IP).
+renders, once for each lighthouse placement (lighthousePlacement). tools/netns.py
+rewrites only the addresses the lab cannot have: an Elastic IP becomes its host's
+lab address, the homelab lighthouse's LAN address its lab LAN address; a DNS
+endpoint stays a name, resolved through the namespace's hosts file.
 
-A lighthouse; a homelab node with a "pod" behind it (10.244.1.0/24, as a Talos
-node's pod range) and the SNAT script of components/mesh/snat.py applied in the
-node's namespace; two GPU workers, each with a "pod" in its own pod range (cut
-from gpuClusterPodCidr) and forwarding on, as k3s/flannel would set up. The
-homelab pod reaches Ollama's port on both worker pods through the mesh; the worker
-pods open nothing towards the homelab; other ports stay closed.
+Topology: the homelab nodes sit behind a home router that NATs (MASQUERADE, no
+port forward but the homelab lighthouse's, no hairpin); the GPU workers, and the
+EC2 lighthouse where there is one, sit on the "internet" bridge. One homelab node
+that is not a lighthouse has a "pod" behind it (10.244.1.0/24, as a Talos node's
+pod range) and the SNAT script of components/mesh/snat.py applied in its
+namespace; two GPU workers each have a "pod" in its own pod range (cut from
+gpuClusterPodCidr) and forwarding on, as k3s/flannel would set up. The homelab
+pod reaches Ollama's port on both worker pods through the mesh; the worker pods
+open nothing towards the homelab; other ports stay closed. With the lighthouse in
+the homelab, the pod's node has no address of the workers at all: it asks the
+lighthouse node on the LAN, and the workers reach that node only through the
+router's forward.
 
 Debian ships Nebula 1.6, which ignores `local_cidr`: the worker's ICMP and k3s
 API rules reach its pod range too there (1.10 keeps them on the overlay address).
@@ -24,11 +33,11 @@ import pytest
 
 from components import addressing
 from components.mesh import nebula_cert, snat
-from tests.conftest import require_root, require_tool
-from tools import harness
-from tools.netns import NebulaLab, lab_files
+from tests.conftest import PLACEMENTS, require_root, require_tool
+from tests.mesh import placement_lab
+from tests.mesh.placement_lab import HOMELAB
+from tools.netns import IPTABLES, NebulaLab
 
-HOMELAB = "talos-cp-1"
 WORKERS = ("gpu-0", "gpu-1")
 HOMELAB_POD_SUBNET = ipaddress.IPv4Network("10.244.1.0/24")
 OLLAMA = 11434
@@ -37,35 +46,31 @@ CLOSED = 8080
 PADDING = 64 * 1024
 
 
-@pytest.fixture(scope="module")
-def path():
-    for tool in ("ip", "unshare", "nebula", "ping", snat.IPTABLES):
+@pytest.fixture(scope="module", params=list(PLACEMENTS))
+def path(request):
+    for tool in ("ip", "unshare", "nebula", "ping", snat.IPTABLES, IPTABLES):
         require_tool(tool)
     require_root("network namespaces, tun devices and iptables for a real Nebula packet path")
-    plan = harness.run_stack("dev", {"hybrid-llm:gpuWorkers": "2"})
-    ips = plan.outputs["nebulaIps"].value
-    mesh = ipaddress.IPv4Network(plan.config["hybrid-llm:nebulaCidr"])
     lab = NebulaLab(nebula=os.environ.get("HYBRID_LLM_NEBULA", "nebula"))
     try:
         lab.__enter__()
-        lighthouse = lab.add_host("lighthouse", lab_files(plan, "lighthouse"))
-        for name in (HOMELAB, *WORKERS):
-            lab.add_host(name, lab_files(plan, name), str(lighthouse.address))
+        mesh = placement_lab.build(lab, request.param, start=False)
+        plan, ips = mesh.plan, mesh.ips
         script = lab.hosts[HOMELAB].directory / "snat.sh"
-        script.write_text(snat.snat_script(mesh))
+        script.write_text(snat.snat_script(ipaddress.IPv4Network(plan.config["hybrid-llm:nebulaCidr"])))
         applied = lab.exec(HOMELAB, "sh", str(script))
         assert applied.returncode == 0, applied.stderr
         lab.add_pod("homelab-pod", HOMELAB, HOMELAB_POD_SUBNET)
         for name in WORKERS:
             lab.add_pod(f"{name}-pod", name, _pod_range(plan, name))
-        for name in ("lighthouse", HOMELAB, *WORKERS):
+        for name in lab.hosts:
             lab.start(name)
-        for name in ("lighthouse", HOMELAB, *WORKERS):
+        for name in lab.hosts:
             lab.wait_for_interface(name, ips[name])
         for name in WORKERS:
             lab.listen_tcp(f"{name}-pod", OLLAMA, padding=PADDING)
             lab.listen_tcp(f"{name}-pod", CLOSED)
-            lab.wait_for_ping(HOMELAB, ips[name])
+            lab.wait_for_ping(HOMELAB, ips[name], timeout=30)
         yield lab, ips, plan, script
     finally:
         lab.close()

@@ -1,7 +1,9 @@
-"""Seconds from starting the three nebula processes (lighthouse, homelab node, GPU
-worker, each in its own network namespace) to the first overlay ping from the
-homelab node to the worker that gets an answer. Median of 5 runs, each on fresh
-namespaces. Prints figures; asserts nothing. Needs root and Debian's nebula."""
+"""Seconds from starting every nebula process of the dev stack's mesh (one GPU
+worker, two homelab nodes behind a NAT'd home router, and the lighthouse where
+the placement puts it: tools/placement_lab.py) to the first overlay ping from the
+homelab node to the worker that gets an answer, for each lighthouse placement.
+Median of 5 runs, each on fresh namespaces. Prints figures; asserts nothing.
+Needs root, Debian's nebula and iptables-nft."""
 
 from __future__ import annotations
 
@@ -12,38 +14,38 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tools import harness  # noqa: E402
-from tools.netns import NebulaLab, lab_files, why_no_lab  # noqa: E402
+from tools import placement_lab  # noqa: E402
+from tools.harness import PLACEMENTS  # noqa: E402
+from tools.netns import NebulaLab, why_no_lab  # noqa: E402
+from tools.placement_lab import HOMELAB  # noqa: E402
 
 RUNS = 5
-HOSTS = ("lighthouse", "talos-cp-1", "gpu-0")
+WORKER = "gpu-0"
 
 
-def one_run(plan: harness.Plan) -> float:
-    ips = plan.outputs["nebulaIps"].value
+def one_run(placement: str) -> float:
     with NebulaLab() as lab:
-        lighthouse = lab.add_host("lighthouse", lab_files(plan, "lighthouse"))
-        for name in HOSTS[1:]:
-            lab.add_host(name, lab_files(plan, name), str(lighthouse.address))
+        mesh = placement_lab.build(lab, placement, workers=1, start=False)
         start = time.monotonic()
-        for name in HOSTS:
+        for name in lab.hosts:
             lab.start(name)
         while True:
-            if lab.ping(HOSTS[1], ips[HOSTS[2]], wait=0.2):
+            if lab.ping(HOMELAB, mesh.ips[WORKER], wait=0.2):
                 return time.monotonic() - start
             if time.monotonic() - start > 30:
-                raise TimeoutError(f"no overlay ping after 30s\n{lab.logs()}")
+                raise TimeoutError(f"{placement}: no overlay ping after 30s\n{lab.logs()}")
 
 
 def main() -> int:
-    reason = why_no_lab()
+    reason = why_no_lab(router=True)
     if reason:
         print(f"mesh_up: {reason}; skipped")
         return 0
-    plan = harness.run_stack("dev")
-    samples = [one_run(plan) for _ in range(RUNS)]
-    print(f"nebula mesh up (3 processes to first overlay ping), {RUNS} runs: "
-          f"median {statistics.median(samples):.2f}s, min {min(samples):.2f}s, max {max(samples):.2f}s")
+    for placement in PLACEMENTS:
+        samples = [one_run(placement) for _ in range(RUNS)]
+        print(f"lighthousePlacement {placement}: nebula mesh up (every process to the first overlay ping), "
+              f"{RUNS} runs: median {statistics.median(samples):.2f}s, min {min(samples):.2f}s, "
+              f"max {max(samples):.2f}s")
     return 0
 
 

@@ -11,12 +11,12 @@ the key, never a guess.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Optional
 
 import pulumi
 
-from components.config import NAMESPACE, ConfigError, StackConfig, schedule_minutes
+from components.config import NAMESPACE, PLACEMENTS, ConfigError, StackConfig, schedule_minutes
 from components.aws.disks import DLAMI_ROOT_SNAPSHOT_GIB
 from components.aws.lighthouse import ROOT_VOLUME_GIB as LIGHTHOUSE_ROOT_GIB
 
@@ -119,6 +119,10 @@ class Bill:
     active_hourly_usd: float
     active_source: str
     workers: int
+    placement: str = "workers"
+    idle_by_placement: dict[str, float] = field(default_factory=dict)
+    """The idle month with the lighthouse in each place (`lighthousePlacement`), the
+    rest of the stack as configured; a placement that cannot be priced is left out."""
 
     @property
     def idle_monthly_usd(self) -> float:
@@ -136,6 +140,11 @@ class Bill:
                "  Idle, per month (every GPU stopped):"]
         out += [f"    {item.monthly_usd:9.2f} USD  {item.name}  [{item.source}]" for item in self.idle_items]
         out.append(f"    {self.idle_monthly_usd:9.2f} USD  total while idle")
+        others = [f"{placement} {usd:.2f}" for placement, usd in self.idle_by_placement.items()
+                  if placement != self.placement]
+        if others:
+            out.append(f"  Idle with lighthousePlacement {self.placement} (this stack); elsewhere: "
+                       f"{', '.join(others)} USD")
         out.append(f"  Active, per GPU worker hour: {self.active_hourly_usd:.4f} USD  [{self.active_source}]")
         out.append(f"  Month with {self.workers} worker(s) running:")
         for hours in HOURS_PER_DAY_SHOWN:
@@ -233,7 +242,16 @@ def bill(cfg: StackConfig) -> Bill:
     address = " + public IPv4" if public_ipv4 else ""
     source = (f"{gpu_source} {gpu_hourly}/h{address} + {METRICS_PER_WORKER} custom metrics "
               f"+ PutMetricData (agent, activator at most) + GetMetricData")
-    return Bill(tuple(items), active, source, n)
+    mesh_usd = sum(item.monthly_usd for item in _mesh_items(cfg, p))
+    by_placement = {}
+    for placement in PLACEMENTS:
+        try:
+            others = _mesh_items(replace(cfg, lighthouse_placement=placement), p)
+        except UnpricedError:
+            continue
+        by_placement[placement] = sum(item.monthly_usd for item in items) - mesh_usd + \
+            sum(item.monthly_usd for item in others)
+    return Bill(tuple(items), active, source, n, cfg.lighthouse_placement, by_placement)
 
 
 def _mesh_items(cfg: StackConfig, p: RegionPrices) -> list[Item]:

@@ -61,16 +61,8 @@ def dev_plan() -> harness.Plan:
     return harness.run_stack("dev")
 
 
-# The three lighthouse placements as config overrides of the dev stack
-# (components/mesh/placement.py). The homelab one names a DNS endpoint and the
-# first node's LAN address, as a user would.
-PLACEMENTS = {
-    "workers": {"hybrid-llm:lighthousePlacement": "workers"},
-    "ec2": {"hybrid-llm:lighthousePlacement": "ec2"},
-    "homelab": {"hybrid-llm:lighthousePlacement": "homelab",
-                "hybrid-llm:homelabLighthouseEndpoint": "home.example.net:4242",
-                "hybrid-llm:homelabLighthouseLanIp": "192.168.1.20"},
-}
+# The three lighthouse placements as config overrides of the dev stack.
+PLACEMENTS = harness.PLACEMENTS
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,7 @@ import pytest
 from components import addressing, inventory
 from components.addressing import pod_range_problem, worker_pod_range
 from components.config import ConfigError, parse
+from tests.conftest import PLACEMENTS
 from tools import harness
 
 net = ipaddress.IPv4Network
@@ -76,10 +77,43 @@ def _hosts(overrides: dict) -> list[inventory.Host]:
     return inventory.hosts(parse(harness.stack_config("dev", overrides), project="hybrid-llm", stack="dev"))
 
 
-def test_inventory_gives_gpu_hosts_their_range_and_others_none():
-    hosts = _hosts({"hybrid-llm:gpuWorkers": "3"})
-    assert [h.pod_cidr for h in hosts if h.role != "gpu"] == [None, None, None]
+@pytest.mark.parametrize("placement", list(PLACEMENTS))
+def test_inventory_gives_gpu_hosts_their_range_and_others_none(placement):
+    hosts = _hosts({**PLACEMENTS[placement], "hybrid-llm:gpuWorkers": "3"})
+    others = ["lighthouse"] if placement == "ec2" else []
+    others += ["talos-cp-1", "talos-worker-1"]
+    assert [h.name for h in hosts if h.role != "gpu"] == others
+    assert [h.pod_cidr for h in hosts if h.role != "gpu"] == [None] * len(others)
     assert [h.pod_cidr for h in hosts if h.role == "gpu"] == [net(f"10.52.{i}.0/24") for i in range(3)]
+
+
+LIGHTHOUSES = {"workers": ["gpu-0", "gpu-1"], "ec2": ["lighthouse"], "homelab": ["talos-cp-1"]}
+
+
+@pytest.mark.parametrize("placement", list(PLACEMENTS))
+def test_the_placement_decides_who_is_a_lighthouse_and_nothing_else(placement):
+    """Name, role, address, groups and pod range (what a certificate carries) are
+    the same in every placement; only `lighthouse` moves, and only the EC2
+    placement adds a host (the `lighthouse`, role lighthouse, at the mesh's .0.1)."""
+    hosts = _hosts({**PLACEMENTS[placement], "hybrid-llm:gpuWorkers": "2"})
+    assert [h.name for h in hosts if h.lighthouse] == LIGHTHOUSES[placement]
+    baseline = {h.name: h for h in _hosts({**PLACEMENTS["workers"], "hybrid-llm:gpuWorkers": "2"})}
+    for h in hosts:
+        if h.name == "lighthouse":
+            assert placement == "ec2"
+            assert (h.role, h.overlay_ip, h.groups, h.pod_cidr) == (
+                "lighthouse", ipaddress.IPv4Address("10.42.0.1"), ("lighthouse",), None)
+            continue
+        same = baseline[h.name]
+        assert (h.role, h.overlay_ip, h.groups, h.index, h.pod_cidr) == (
+            same.role, same.overlay_ip, same.groups, same.index, same.pod_cidr), h.name
+    assert {h.name for h in hosts} - {"lighthouse"} == set(baseline)
+
+
+def test_the_homelab_lighthouse_is_the_node_named():
+    hosts = _hosts({**PLACEMENTS["homelab"], "hybrid-llm:homelabLighthouseNode": "talos-worker-1"})
+    assert [h.name for h in hosts if h.lighthouse] == ["talos-worker-1"]
+    assert [h.name for h in hosts if h.role == "homelab"] == ["talos-cp-1", "talos-worker-1"], "order kept"
 
 
 def test_inventory_follows_gpu_cluster_pod_cidr():

@@ -80,6 +80,18 @@ def test_each_placement_bill_by_hand(placement, idle):
     assert bill.active_hourly_usd == pytest.approx(hand_active(G4DN_SPOT, placement=placement), abs=1e-9)
 
 
+def test_the_bill_compares_every_placement_with_the_rest_as_configured():
+    for placement in PLACEMENTS:
+        bill = costs.bill(config({**PLACEMENTS[placement], "hybrid-llm:gpuWorkers": "2"}))
+        assert bill.placement == placement
+        assert bill.idle_by_placement == pytest.approx(
+            {other: hand_idle(workers=2, placement=other) for other in PLACEMENTS})
+        assert bill.idle_by_placement[placement] == pytest.approx(bill.idle_monthly_usd)
+        line = next(line for line in bill.lines() if "elsewhere" in line)
+        for other in PLACEMENTS:
+            assert (f"{other} {hand_idle(workers=2, placement=other):.2f}" in line) == (other != placement)
+
+
 @pytest.mark.parametrize("workers", [1, 2, 3, 4])
 def test_worker_elastic_ips_against_an_ec2_lighthouse(workers):
     """An Elastic IP per worker costs less idle than an EC2 lighthouse up to two

@@ -17,6 +17,10 @@ PARAMETER = "aws:ssm/parameter:Parameter"
 VOLUME = "aws:ebs/volume:Volume"
 IAM_DOCUMENT_TYPES = ("aws:iam/rolePolicy:RolePolicy", "aws:iam/policy:Policy")
 
+# The session plan of each lighthouse placement (tests/conftest.py) and the AWS
+# hosts it runs: the EC2 lighthouse only with placement ec2.
+PLANS = {"dev_plan": {"gpu-0"}, "ec2_plan": {"lighthouse", "gpu-0"}, "homelab_lighthouse_plan": {"gpu-0"}}
+
 # AWS CLI verbs that create something Pulumi would not know about.
 _CREATING = re.compile(
     r"\b(create-[a-z-]+|run-instances|request-spot-[a-z-]+|allocate-address|put-parameter|"
@@ -56,30 +60,41 @@ def test_no_role_may_create_log_groups_behind_the_stack(dev_plan):
                 assert not {a.lower() for a in actions} & {"logs:createloggroup", "logs:*", "*"}
 
 
-def test_the_lighthouse_address_is_a_stack_resource(dev_plan):
-    (eip,) = dev_plan.of_type("aws:ec2/eip:Eip")
-    assert dev_plan.outputs["lighthousePublicIp"].value == eip.state["publicIp"]
-    (association,) = dev_plan.of_type("aws:ec2/eipAssociation:EipAssociation")
-    assert association.plain()["allocationId"] == eip.state["allocationId"]
+@pytest.mark.parametrize("plan_fixture, lighthouses", [("dev_plan", {"gpu-0"}), ("ec2_plan", {"lighthouse"}),
+                                                        ("homelab_lighthouse_plan", set())])
+def test_the_lighthouse_addresses_are_stack_resources(request, plan_fixture, lighthouses):
+    """Every address the mesh dials is an Elastic IP of the stack (destroy releases
+    it), associated by the stack; a homelab lighthouse needs none."""
+    plan = request.getfixturevalue(plan_fixture)
+    eips = {e.plain()["tags"]["NebulaHost"]: e for e in plan.of_type("aws:ec2/eip:Eip")}
+    assert set(eips) == lighthouses
+    assert plan.outputs["elasticIps"].value == {host: e.state["publicIp"] for host, e in eips.items()}
+    associations = plan.of_type("aws:ec2/eipAssociation:EipAssociation")
+    assert sorted(a.plain()["allocationId"] for a in associations) == \
+        sorted(e.state["allocationId"] for e in eips.values())
 
 
-def test_every_aws_host_reads_parameters_the_stack_owns(dev_plan):
-    names = [p.state["name"] for p in dev_plan.of_type(PARAMETER)]
+@pytest.mark.parametrize("plan_fixture", sorted(PLANS))
+def test_every_aws_host_reads_parameters_the_stack_owns(request, plan_fixture):
+    plan = request.getfixturevalue(plan_fixture)
+    names = [p.state["name"] for p in plan.of_type(PARAMETER)]
     prefix = "/hybrid-llm/dev/hosts/"
     assert names and all(n.startswith(prefix) for n in names)
     hosts = {n[len(prefix):].split("/", 1)[0] for n in names}
-    assert hosts == {"lighthouse", "gpu-0"}
+    assert hosts == PLANS[plan_fixture]
     # Every parameter path a boot file names is one the stack declares.
     declared_prefixes = {prefix + h for h in hosts}
-    scripts = "\n".join(f.content for f in dev_plan.files if not f.secret)
+    scripts = "\n".join(f.content for f in plan.files if not f.secret)
     referenced = set(re.findall(r"/hybrid-llm/dev/hosts/[a-z0-9-]+", scripts))
     assert referenced and referenced <= declared_prefixes
 
 
-def test_nothing_is_protected_or_retained_by_default(dev_plan):
-    kept = [(r.type, r.name) for r in dev_plan.resources if r.protect or r.retain_on_delete]
+@pytest.mark.parametrize("plan_fixture", sorted(PLANS))
+def test_nothing_is_protected_or_retained_by_default(request, plan_fixture):
+    plan = request.getfixturevalue(plan_fixture)
+    kept = [(r.type, r.name) for r in plan.resources if r.protect or r.retain_on_delete]
     assert kept == []
-    for instance in dev_plan.of_type("aws:ec2/instance:Instance"):
+    for instance in plan.of_type("aws:ec2/instance:Instance"):
         assert not instance.plain().get("disableApiTermination")
 
 
@@ -92,12 +107,15 @@ def test_protect_model_volume_retains_only_the_model_volumes(run_program):
     assert [r for r in plan.resources if r.protect] == [], "protect would make destroy fail"
 
 
-def test_no_boot_script_creates_aws_resources(dev_plan):
-    scripts = {f.path: f.content for f in dev_plan.files if f.path.endswith(".sh") and not f.secret}
-    assert any(p.startswith("workers/") for p in scripts) and "lighthouse/boot.sh" in scripts
-    for launch_template in dev_plan.of_type("aws:ec2/launchTemplate:LaunchTemplate"):
+@pytest.mark.parametrize("plan_fixture", sorted(PLANS))
+def test_no_boot_script_creates_aws_resources(request, plan_fixture):
+    plan = request.getfixturevalue(plan_fixture)
+    scripts = {f.path: f.content for f in plan.files if f.path.endswith(".sh") and not f.secret}
+    assert any(p.startswith("workers/") for p in scripts)
+    assert ("lighthouse/boot.sh" in scripts) == ("lighthouse" in PLANS[plan_fixture])
+    for launch_template in plan.of_type("aws:ec2/launchTemplate:LaunchTemplate"):
         scripts[launch_template.name] = decode_user_data(launch_template.plain()["userData"])
-    for instance in dev_plan.of_type("aws:ec2/instance:Instance"):
+    for instance in plan.of_type("aws:ec2/instance:Instance"):
         if instance.plain().get("userData"):
             scripts[instance.name] = instance.plain()["userData"]
     found = {path: creating_commands(text) for path, text in scripts.items() if creating_commands(text)}

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from components.aws.gpu_worker import encode_user_data
-from tests.conftest import ROOT
+from tests.conftest import PLACEMENTS, ROOT
 
 sys.path.insert(0, str(ROOT / "policy"))
 
@@ -40,8 +40,13 @@ def planned(plan, resource_type: str, index: int = 0):
     return resource.name, copy.deepcopy(resource.plain())
 
 
+# The session plan of each lighthouse placement (tests/conftest.py).
+PLACEMENT_PLANS = {"workers": "dev_plan", "ec2": "ec2_plan", "homelab": "homelab_lighthouse_plan"}
+
+
 def lighthouse_instance(plan):
-    """The instance that carries its own settings (not launched from a template)."""
+    """The instance that carries its own settings (not launched from a template):
+    the EC2 lighthouse, so pass a plan with lighthousePlacement ec2."""
     found = [r for r in plan.of_type(rules.INSTANCE) if not r.plain().get("launchTemplate")]
     assert found, "no instance with its own metadata options"
     return found[0].name, copy.deepcopy(found[0].plain())
@@ -50,8 +55,15 @@ def lighthouse_instance(plan):
 # --- the program passes -------------------------------------------------------------
 
 
-def test_every_rule_passes_on_the_dev_stack(dev_plan):
-    failures = {r.name: v for r in dev_plan.resources if (v := rules.violations(r.type, r.plain(), r.name))}
+def test_every_placement_has_a_plan():
+    assert set(PLACEMENT_PLANS) == set(PLACEMENTS)
+
+
+@pytest.mark.parametrize("placement", sorted(PLACEMENTS))
+def test_every_rule_passes_on_the_dev_stack_in_every_placement(request, placement):
+    plan = request.getfixturevalue(PLACEMENT_PLANS[placement])
+    assert plan.outputs["lighthousePlacement"].value == placement
+    failures = {r.name: v for r in plan.resources if (v := rules.violations(r.type, r.plain(), r.name))}
     assert failures == {}
 
 
@@ -59,6 +71,9 @@ def test_every_rule_passes_on_the_dev_stack(dev_plan):
     {"hybrid-llm:gpuSpot": "false", "hybrid-llm:gpuWorkers": "2"},
     {"hybrid-llm:budgetMonthlyUsd": "40", "hybrid-llm:budgetEmails": '["ops@example.org"]',
      "hybrid-llm:protectModelVolume": "true"},
+    {**PLACEMENTS["ec2"], "hybrid-llm:gpuWorkers": "2", "hybrid-llm:lighthouseInstanceType": "t3.micro"},
+    {**PLACEMENTS["homelab"], "hybrid-llm:homelabLighthouseEndpoint": "home.example.net:443",
+     "hybrid-llm:gpuWorkers": "2"},
 ])
 def test_every_rule_passes_on_other_configs(run_program, overrides):
     plan = run_program(overrides)
@@ -76,8 +91,9 @@ def test_the_dev_plan_holds_every_guarded_kind(dev_plan):
 # --- each rule fires on a broken resource ---------------------------------------------
 
 
-def test_imdsv2_optional_fires(dev_plan):
-    name, props = lighthouse_instance(dev_plan)
+def test_imdsv2_optional_fires(dev_plan, ec2_plan):
+    name, props = lighthouse_instance(ec2_plan)
+    assert not fired("imdsv2-required", rules.INSTANCE, props, name)
     props["metadataOptions"]["httpTokens"] = "optional"
     assert fired("imdsv2-required", rules.INSTANCE, props, name)
     name, props = planned(dev_plan, rules.LAUNCH_TEMPLATE)
@@ -86,9 +102,9 @@ def test_imdsv2_optional_fires(dev_plan):
 
 
 @pytest.mark.parametrize("limit", [2, 2.0, None])
-def test_imds_hop_limit_above_one_fires(dev_plan, limit):
+def test_imds_hop_limit_above_one_fires(dev_plan, ec2_plan, limit):
     """Hop limit 2 let any pod take the worker role, which reads the k3s CA keys."""
-    name, props = lighthouse_instance(dev_plan)
+    name, props = lighthouse_instance(ec2_plan)
     assert not fired("imds-hop-limit-1", rules.INSTANCE, props, name)
     props["metadataOptions"]["httpPutResponseHopLimit"] = limit
     if limit is None:
@@ -110,12 +126,13 @@ def test_instance_from_a_template_is_judged_by_the_template(dev_plan):
     assert fired("imdsv2-required", rules.INSTANCE, props, "w")
 
 
-def test_unencrypted_disks_fire(dev_plan):
+def test_unencrypted_disks_fire(dev_plan, ec2_plan):
     name, props = planned(dev_plan, rules.VOLUME)
     props["encrypted"] = False
     assert fired("ebs-encrypted", rules.VOLUME, props, name) == [f"{name}: EBS volume is not encrypted"]
 
-    name, props = lighthouse_instance(dev_plan)
+    name, props = lighthouse_instance(ec2_plan)
+    assert not fired("ebs-encrypted", rules.INSTANCE, props, name)
     props["rootBlockDevice"]["encrypted"] = False
     assert fired("ebs-encrypted", rules.INSTANCE, props, name)
 
@@ -233,8 +250,9 @@ def test_stop_permission_must_name_instance_arns(dev_plan):
     assert fired("iam-least-privilege", kind, dict(props, policy=json.dumps(document)), name)
 
 
-def test_secrets_in_user_data_fire(dev_plan):
-    name, props = lighthouse_instance(dev_plan)
+def test_secrets_in_user_data_fire(ec2_plan):
+    name, props = lighthouse_instance(ec2_plan)
+    assert not fired("no-secrets-in-user-data", rules.INSTANCE, props, name)
     for secret in (PEM_KEY, NEBULA_KEY, f"K3S_TOKEN={K3S_TOKEN}",
                    "aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"):
         broken = dict(props, userData=props["userData"] + "\n" + secret + "\n")

@@ -339,6 +339,18 @@ def run(
     return plan
 
 
+# The three lighthouse placements as config overrides of a stack
+# (components/mesh/placement.py). The homelab one names a DNS endpoint and the
+# first node's LAN address, as a user would.
+PLACEMENTS: dict[str, dict[str, str]] = {
+    "workers": {"hybrid-llm:lighthousePlacement": "workers"},
+    "ec2": {"hybrid-llm:lighthousePlacement": "ec2"},
+    "homelab": {"hybrid-llm:lighthousePlacement": "homelab",
+                "hybrid-llm:homelabLighthouseEndpoint": "home.example.net:4242",
+                "hybrid-llm:homelabLighthouseLanIp": "192.168.1.20"},
+}
+
+
 def run_stack(stack: str = "dev", overrides: Optional[Mapping[str, str]] = None, **kwargs) -> Plan:
     """`run` with the config a stack would have."""
     return run(stack_config(stack, overrides), stack=stack, **kwargs)

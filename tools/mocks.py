@@ -51,7 +51,8 @@ class AwsMocks(pulumi.runtime.Mocks):
         self._subnet_az: dict[str, str] = {}
         self._next_host: dict[str, int] = {}
         self._public_ips = 0
-        # Root snapshot size of AMIs looked up by id (the Deep Learning AMI's is tens of GiB).
+        # Root snapshot size of AMIs looked up by id: the Deep Learning AMI's
+        # (components/aws/disks.py DLAMI_ROOT_SNAPSHOT_GIB says where 75 comes from).
         self.ami_root_gib = 75
         # (instance type, AZ) pairs EC2 does not offer; us-east-1e lacks the newer families.
         self.unoffered: set[tuple[str, str]] = set()

@@ -374,7 +374,7 @@ class GpuWorker(pulumi.ComponentResource):
             # Every argument replaces (terraform-provider-aws ec2_eip_association.go):
             # a new instance gets a new association, the address stays the stack's.
             aws.ec2.EipAssociation(
-                f"{name}-eip", allocation_id=args.eip_allocation_id, instance_id=instance.id,
+                f"{name}-eip-association", allocation_id=args.eip_allocation_id, instance_id=instance.id,
                 opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True))
 
         self.instance_id = instance.id

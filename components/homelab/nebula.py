@@ -148,6 +148,10 @@ def daemon_set_spec(node: str, node_label: str, config_map: pulumi.Input[str], s
                 containers=[k8s.core.v1.ContainerArgs(
                     name="nebula", image=versions.NEBULA_IMAGE, args=["-config", f"{PKI_DIR}/config.yml"],
                     security_context=net_admin_only,
+                    # A lighthouse's fixed port; with host networking it is the node's own
+                    # (the one the home router forwards to).
+                    ports=[k8s.core.v1.ContainerPortArgs(name="nebula", container_port=listen_port, protocol="UDP")]
+                    if listen_port else None,
                     volume_mounts=[
                         k8s.core.v1.VolumeMountArgs(name="pki", mount_path=PKI_DIR, read_only=True),
                         k8s.core.v1.VolumeMountArgs(name="tun", mount_path="/dev/net/tun"),

@@ -13,12 +13,22 @@ import yaml
 
 from components.aws import k3s_pki
 from components.aws.gpu_worker import DLAMI_PARAMETER, encode_user_data
+from components.config import ConfigError
 from tests import iam_sim
 from tests.aws.test_lighthouse import PARAMETER_ARN, ami_answer, role_documents
 from tools import harness, mocks
 
 TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate"
 VOLUME = "aws:ebs/volume:Volume"
+
+
+def plan_and_boot(request, host: str):
+    """The plan that runs `host` (the EC2 lighthouse: lighthousePlacement ec2) and its boot script."""
+    if host == "lighthouse":
+        plan = request.getfixturevalue("ec2_plan")
+        return plan, plan.file("lighthouse/boot.sh").content
+    plan = request.getfixturevalue("dev_plan")
+    return plan, plan.file(f"workers/{host}/boot.sh").content
 
 
 def worker(plan, host: str, type_token: str, suffix: str):
@@ -86,6 +96,29 @@ def test_launch_template_machine(run_program):
     assert mocks.decode_user_data(lt["userData"]) == plan.file("workers/gpu-0/boot.sh").content
     tagged = {spec["resourceType"]: spec["tags"]["Worker"] for spec in lt["tagSpecifications"]}
     assert tagged == {"instance": "gpu-0", "volume": "gpu-0"}
+
+
+def test_root_volume_is_the_amis_snapshot_unless_a_size_is_set(dev_plan, run_program):
+    """gpuRootVolumeGiB 0 (the default) names no size, so EC2 takes the AMI
+    snapshot's and a new AMI release never changes the template."""
+    assert dev_plan.config["hybrid-llm:gpuRootVolumeGiB"] == "0"
+    (root,) = template(dev_plan)["blockDeviceMappings"]
+    assert root["deviceName"] == "/dev/sda1"
+    assert root["ebs"] == {"volumeType": "gp3", "encrypted": "true", "deleteOnTermination": "true"}
+    (root,) = template(run_program({"hybrid-llm:gpuRootVolumeGiB": "100"}))["blockDeviceMappings"]
+    assert root["ebs"] == {"volumeType": "gp3", "volumeSize": 100, "encrypted": "true",
+                           "deleteOnTermination": "true"}
+
+
+def test_a_root_volume_below_the_ami_snapshot_is_one_config_error(run_program):
+    assert mocks.AwsMocks().ami_root_gib == 75, "the mocks' AMI snapshot"
+    with pytest.raises(ConfigError) as info:
+        run_program({"hybrid-llm:gpuRootVolumeGiB": "74"})
+    message = str(info.value)
+    assert message.startswith("hybrid-llm:gpuRootVolumeGiB: 74 GiB is smaller than the root snapshot")
+    assert "(75 GiB)" in message and "\n" not in message
+    (root,) = template(run_program({"hybrid-llm:gpuRootVolumeGiB": "75"}))["blockDeviceMappings"]
+    assert root["ebs"]["volumeSize"] == 75
 
 
 def test_user_data_encoding_is_deterministic():
@@ -313,12 +346,12 @@ def test_outputs_per_worker(run_program, host):
 
 
 @pytest.mark.parametrize("host", ["lighthouse", "gpu-0"])
-def test_fetched_nebula_files_are_the_meshs_parameters_and_match_its_config(dev_plan, host):
-    boot = dev_plan.file("lighthouse/boot.sh" if host == "lighthouse" else f"workers/{host}/boot.sh").content
+def test_fetched_nebula_files_are_the_meshs_parameters_and_match_its_config(request, host):
+    plan, boot = plan_and_boot(request, host)
     files = boot_files(boot)
     exec_start = files["/etc/systemd/system/hybrid-llm-nebula-config.service"].split("ExecStart=")[1].split()
     prefix, directory, specs = exec_start[1], exec_start[2], exec_start[3:]
-    parameters = {p.inputs["name"]: p for p in dev_plan.of_type("aws:ssm/parameter:Parameter")
+    parameters = {p.inputs["name"]: p for p in plan.of_type("aws:ssm/parameter:Parameter")
                   if p.inputs["name"].startswith(prefix + "/")}
     assert {f"{prefix}/{spec.rsplit(':', 1)[0]}" for spec in specs} == set(parameters)
     assert parameters[f"{prefix}/host.key"].inputs["type"] == "SecureString"
@@ -330,20 +363,23 @@ def test_fetched_nebula_files_are_the_meshs_parameters_and_match_its_config(dev_
         assert f'IFACE="{config["tun"]["dev"]}"' in files["/usr/local/sbin/hybrid-llm-wait-nebula"]
 
 
-def test_instances_boot_only_after_their_parameters_exist(dev_plan):
-    instances = {r.name: r for r in dev_plan.of_type("aws:ec2/instance:Instance")}
-    for host, instance in (("lighthouse", "hybrid-llm-dev-lighthouse-instance"),
-                           ("gpu-0", "hybrid-llm-dev-gpu-0-instance")):
-        own = {p.urn for p in dev_plan.of_type("aws:ssm/parameter:Parameter")
+@pytest.mark.parametrize("plan_fixture, hosts", [("dev_plan", ["gpu-0"]), ("ec2_plan", ["lighthouse", "gpu-0"]),
+                                                  ("homelab_lighthouse_plan", ["gpu-0"])])
+def test_instances_boot_only_after_their_parameters_exist(request, plan_fixture, hosts):
+    plan = request.getfixturevalue(plan_fixture)
+    instances = {r.name: r for r in plan.of_type("aws:ec2/instance:Instance")}
+    assert sorted(instances) == sorted(f"hybrid-llm-dev-{host}-instance" for host in hosts)
+    for host in hosts:
+        own = {p.urn for p in plan.of_type("aws:ssm/parameter:Parameter")
                if p.inputs["name"].startswith(f"/hybrid-llm/dev/hosts/{host}/")}
         assert len(own) >= 4
-        assert own <= set(instances[instance].dependencies), host
+        assert own <= set(instances[f"hybrid-llm-dev-{host}-instance"].dependencies), host
 
 
 @pytest.mark.parametrize("host", ["lighthouse", "gpu-0"])
-def test_a_daily_refresh_reloads_nebula_with_the_current_files(dev_plan, host):
-    """A renewed certificate reaches a host that never stops (the lighthouse)."""
-    boot = dev_plan.file("lighthouse/boot.sh" if host == "lighthouse" else f"workers/{host}/boot.sh").content
+def test_a_daily_refresh_reloads_nebula_with_the_current_files(request, host):
+    """A renewed certificate reaches a host that never stops (the EC2 lighthouse)."""
+    _, boot = plan_and_boot(request, host)
     files = boot_files(boot)
     units = "/etc/systemd/system"
     refresh = files[f"{units}/hybrid-llm-nebula-refresh.service"]

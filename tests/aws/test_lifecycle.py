@@ -9,6 +9,7 @@ import pytest
 
 from components.aws.gpu_worker import GPU_PRESENT_LABEL, PUBLIC_IP_FIELD, STOP_REASON_FIELD
 from components.config import ConfigError
+from tests.conftest import PLACEMENTS
 from tools import harness
 from tools.mocks import AwsMocks
 
@@ -42,10 +43,10 @@ def test_worker_replacement_deletes_first(dev_plan):
     assert instance.delete_before_replace and attachment.delete_before_replace
 
 
-def test_the_lighthouse_is_replaced_create_first(dev_plan):
+def test_the_lighthouse_is_replaced_create_first(ec2_plan):
     """Its address is the stack's Elastic IP, so a new lighthouse can come up
     before the old goes: nothing forces delete-first there."""
-    assert not lighthouse(dev_plan).delete_before_replace
+    assert not lighthouse(ec2_plan).delete_before_replace
 
 
 def test_a_stopped_workers_missing_public_ip_does_not_replace_it(dev_plan):
@@ -84,18 +85,23 @@ def test_every_worker_keeps_the_rules(run_program, count):
         assert guard.urn in attachment.dependencies
 
 
-def test_instances_boot_after_the_internet_route(dev_plan):
+@pytest.mark.parametrize("plan_fixture", ["dev_plan", "ec2_plan"])
+def test_instances_boot_after_the_internet_route(request, plan_fixture):
     """Without the route, a first boot's downloads fail before cloud-init retries."""
-    association = dev_plan.of_type(ASSOCIATION)[0]
-    for instance in dev_plan.of_type(INSTANCE):
+    plan = request.getfixturevalue(plan_fixture)
+    association = plan.of_type(ASSOCIATION)[0]
+    instances = plan.of_type(INSTANCE)
+    assert len(instances) == (2 if plan_fixture == "ec2_plan" else 1), [r.name for r in instances]
+    for instance in instances:
         assert association.urn in instance.dependencies, instance.name
 
 
-def test_held_amis_still_held(dev_plan):
-    instance = lighthouse(dev_plan)
+def test_held_amis_still_held(dev_plan, ec2_plan):
+    instance = lighthouse(ec2_plan)
     assert "ami" in instance.ignore_changes
-    template = dev_plan.of_type("aws:ec2/launchTemplate:LaunchTemplate")[0]
-    assert "imageId" in template.ignore_changes
+    for plan in (dev_plan, ec2_plan):
+        template = plan.of_type("aws:ec2/launchTemplate:LaunchTemplate")[0]
+        assert "imageId" in template.ignore_changes
 
 
 def _run_with(mocks: AwsMocks, overrides=None):
@@ -115,15 +121,36 @@ def test_ami_lookups_name_owners_and_find_deprecated_amis():
     assert pinned and not pinned[0].get("owners"), "a pinned AMI may be the user's own"
 
 
+def _root_ebs(plan) -> dict:
+    (template,) = plan.of_type("aws:ec2/launchTemplate:LaunchTemplate")
+    (root,) = template.plain()["blockDeviceMappings"]
+    return root["ebs"]
+
+
 def test_root_volume_smaller_than_the_ami_snapshot_fails_early():
     mocks = AwsMocks()
     mocks.ami_root_gib = 120
     with pytest.raises(ConfigError) as info:
-        _run_with(mocks)
+        _run_with(mocks, {"hybrid-llm:gpuRootVolumeGiB": "100"})
     assert str(info.value).startswith("hybrid-llm:gpuRootVolumeGiB: 100 GiB is smaller than the root snapshot")
+    assert "(120 GiB)" in str(info.value)
     mocks = AwsMocks()
     mocks.ami_root_gib = 120
-    assert _run_with(mocks, {"hybrid-llm:gpuRootVolumeGiB": "120"}).resources
+    assert _root_ebs(_run_with(mocks, {"hybrid-llm:gpuRootVolumeGiB": "120"}))["volumeSize"] == 120
+
+
+def test_the_default_root_volume_is_the_amis_own_snapshot_whatever_its_size():
+    """gpuRootVolumeGiB 0 (the default) names no size: EC2 takes the snapshot's,
+    so a larger snapshot is no error and a new AMI leaves the template alone."""
+    templates = []
+    for snapshot in (75, 120):
+        mocks = AwsMocks()
+        mocks.ami_root_gib = snapshot
+        ebs = _root_ebs(_run_with(mocks))
+        assert "volumeSize" not in ebs, ebs
+        assert (ebs["volumeType"], ebs["encrypted"]) == ("gp3", "true")
+        templates.append(ebs)
+    assert templates[0] == templates[1]
 
 
 def test_a_zone_that_does_not_offer_the_gpu_type_is_refused():
@@ -136,14 +163,21 @@ def test_a_zone_that_does_not_offer_the_gpu_type_is_refused():
     assert "hybrid-llm:gpuInstanceType" in message and "us-east-1a" in message
 
 
-def test_without_a_zone_the_first_that_offers_both_types_is_taken():
+@pytest.mark.parametrize("placement, zone", [("ec2", "us-east-1c"), ("workers", "us-east-1b"),
+                                             ("homelab", "us-east-1b")])
+def test_without_a_zone_the_first_that_offers_the_instance_types_is_taken(placement, zone):
+    """With an EC2 lighthouse the zone must offer both types; without one, only
+    gpuInstanceType counts (a zone lacking t4g.nano is fine)."""
     mocks = AwsMocks()
     mocks.unoffered = {("g4dn.xlarge", "us-east-1a"), ("t4g.nano", "us-east-1b")}
-    plan = _run_with(mocks, {"hybrid-llm:availabilityZone": ""})
+    plan = _run_with(mocks, {**PLACEMENTS[placement], "hybrid-llm:availabilityZone": ""})
     subnet = plan.of_type("aws:ec2/subnet:Subnet")[0]
-    assert subnet.plain()["availabilityZone"] == "us-east-1c"
+    assert subnet.plain()["availabilityZone"] == zone
     volume = plan.of_type("aws:ebs/volume:Volume")[0]
-    assert volume.plain()["availabilityZone"] == "us-east-1c", "the model volume follows the subnet's zone"
+    assert volume.plain()["availabilityZone"] == zone, "the model volume follows the subnet's zone"
+    offerings = [a for token, a in mocks.invokes if token == "aws:ec2/getInstanceTypeOfferings:getInstanceTypeOfferings"]
+    asked = {t for a in offerings for f in a["filters"] for t in f["values"]}
+    assert asked == ({"g4dn.xlarge", "t4g.nano"} if placement == "ec2" else {"g4dn.xlarge"})
 
 
 def test_no_zone_offers_the_types():
@@ -161,8 +195,10 @@ def test_the_device_plugin_can_schedule_on_the_worker(dev_plan):
     assert GPU_PRESENT_LABEL == ("nvidia.com/gpu.present", "true")
 
 
-def test_the_refresh_timer_never_fails_at_boot(dev_plan):
-    boot = dev_plan.file("lighthouse/boot.sh").content
+@pytest.mark.parametrize("plan_fixture, path", [("ec2_plan", "lighthouse/boot.sh"),
+                                                 ("dev_plan", "workers/gpu-0/boot.sh")])
+def test_the_refresh_timer_never_fails_at_boot(request, plan_fixture, path):
+    boot = request.getfixturevalue(plan_fixture).file(path).content
     unit = boot.split("hybrid-llm-nebula-refresh.service' <<'HYBRID_LLM_EOF'")[1]
     unit = unit[:unit.index("\nHYBRID_LLM_EOF")]
     assert "[Service]" in unit

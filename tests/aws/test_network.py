@@ -8,6 +8,8 @@ import json
 import pytest
 
 NEBULA_PORT = 4242
+# The session plans of each lighthouse placement (tests/conftest.py).
+PLANS = ("dev_plan", "ec2_plan", "homelab_lighthouse_plan")
 
 
 def _rules(plan, kind: str, group):
@@ -50,27 +52,36 @@ def test_default_route_goes_to_the_internet_gateway_and_no_nat(dev_plan):
     assert dev_plan.of_type("aws:ec2/natGateway:NatGateway") == []
 
 
-@pytest.mark.parametrize("suffix", ["-lighthouse-sg", "-worker-sg"])
-def test_only_nebula_udp_comes_in(dev_plan, suffix):
-    group = _group(dev_plan, suffix)
-    ingress = _rules(dev_plan, "Ingress", group)
+@pytest.mark.parametrize("plan_fixture, suffix", [("ec2_plan", "-lighthouse-sg"), ("ec2_plan", "-worker-sg"),
+                                                   ("dev_plan", "-worker-sg"),
+                                                   ("homelab_lighthouse_plan", "-worker-sg")])
+def test_only_nebula_udp_comes_in(request, plan_fixture, suffix):
+    plan = request.getfixturevalue(plan_fixture)
+    group = _group(plan, suffix)
+    ingress = _rules(plan, "Ingress", group)
     assert [(r.inputs["ipProtocol"], r.inputs["fromPort"], r.inputs["toPort"], r.inputs["cidrIpv4"])
             for r in ingress] == [("udp", NEBULA_PORT, NEBULA_PORT, "0.0.0.0/0")]
 
 
-def test_no_ssh_anywhere(dev_plan):
+@pytest.mark.parametrize("plan_fixture", PLANS)
+def test_no_ssh_anywhere(request, plan_fixture):
+    plan = request.getfixturevalue(plan_fixture)
     for kind in ("Ingress", "Egress"):
-        for group in dev_plan.of_type("aws:ec2/securityGroup:SecurityGroup"):
-            for rule in _rules(dev_plan, kind, group):
+        for group in plan.of_type("aws:ec2/securityGroup:SecurityGroup"):
+            for rule in _rules(plan, kind, group):
                 assert not (rule.inputs["ipProtocol"] == "tcp" and rule.inputs["fromPort"] <= 22 <= rule.inputs["toPort"])
 
 
-def test_egress_is_narrow_and_every_rule_described(dev_plan):
-    for group in dev_plan.of_type("aws:ec2/securityGroup:SecurityGroup"):
+@pytest.mark.parametrize("plan_fixture", PLANS)
+def test_egress_is_narrow_and_every_rule_described(request, plan_fixture):
+    plan = request.getfixturevalue(plan_fixture)
+    groups = plan.of_type("aws:ec2/securityGroup:SecurityGroup")
+    assert len(groups) == (2 if plan_fixture == "ec2_plan" else 1), [g.name for g in groups]
+    for group in groups:
         assert group.inputs["description"]
-        egress = _rules(dev_plan, "Egress", group)
+        egress = _rules(plan, "Egress", group)
         assert egress, group.name
-        for rule in egress + _rules(dev_plan, "Ingress", group):
+        for rule in egress + _rules(plan, "Ingress", group):
             assert rule.inputs["description"], rule.name
             assert rule.inputs["ipProtocol"] in ("tcp", "udp"), "no all-protocol rule"
         tcp_ports = {r.inputs["fromPort"] for r in egress if r.inputs["ipProtocol"] == "tcp"}
@@ -89,10 +100,11 @@ def test_nebula_port_follows_config(run_program):
     assert (rule.inputs["fromPort"], rule.inputs["toPort"]) == (14242, 14242)
 
 
-def test_lighthouse_address_is_a_stack_owned_elastic_ip(dev_plan):
-    (eip,) = dev_plan.of_type("aws:ec2/eip:Eip")
-    assert eip.inputs["domain"] == "vpc"
-    assert dev_plan.outputs["lighthousePublicIp"].value == eip.state["publicIp"]
+def test_lighthouse_address_is_a_stack_owned_elastic_ip(ec2_plan):
+    (eip,) = ec2_plan.of_type("aws:ec2/eip:Eip")
+    (component,) = ec2_plan.of_type("hybrid-llm:index:Network")
+    assert eip.inputs["domain"] == "vpc" and eip.parent == component.urn
+    assert ec2_plan.outputs["elasticIps"].value == {"lighthouse": eip.state["publicIp"]}
 
 
 def test_children_are_parented_to_the_network_component(dev_plan):

@@ -54,7 +54,9 @@ HELMCHART_SCHEMA = {
 
 @pytest.fixture(scope="module")
 def plan():
-    return harness.run_stack("dev", {"hybrid-llm:gpuWorkers": "2",
+    """With an EC2 lighthouse, so its boot script is checked too (a worker's boot
+    script does not depend on the placement: its Nebula files come from SSM)."""
+    return harness.run_stack("dev", {"hybrid-llm:gpuWorkers": "2", "hybrid-llm:lighthousePlacement": "ec2",
                                      "hybrid-llm:lighthouseInstanceType": "t3.micro"})
 
 
@@ -102,9 +104,23 @@ def scripts(plan) -> dict[str, str]:
     return found
 
 
-def test_there_is_user_data_for_every_host(plan):
-    assert set(user_data(plan)) == {"hybrid-llm-dev-lighthouse-instance", "hybrid-llm-dev-gpu-0-lt",
-                                    "hybrid-llm-dev-gpu-1-lt"}
+@pytest.mark.parametrize("placement", ["workers", "ec2", "homelab"])
+def test_there_is_user_data_for_every_host(plan, placement):
+    """Every instance the stack runs boots from user data: the workers' launch
+    templates, and the lighthouse instance only where it runs on EC2."""
+    from tests.conftest import PLACEMENTS
+
+    if placement == "ec2":
+        placed = plan
+    else:
+        placed = harness.run_stack("dev", {**PLACEMENTS[placement], "hybrid-llm:gpuWorkers": "2",
+                                           "hybrid-llm:lighthouseInstanceType": "t3.micro"})
+    assert placed.outputs["lighthousePlacement"].value == placement
+    workers = {"hybrid-llm-dev-gpu-0-lt", "hybrid-llm-dev-gpu-1-lt"}
+    expected = workers | ({"hybrid-llm-dev-lighthouse-instance"} if placement == "ec2" else set())
+    assert set(user_data(placed)) == expected
+    assert {r.name for r in placed.of_type("aws:ec2/instance:Instance")} == \
+        {name.replace("-lt", "-instance") for name in expected}
 
 
 def test_user_data_fits_the_ec2_limit(plan):
@@ -250,8 +266,21 @@ def loop_device(tmp_path):
 
 def _model_volume(tmp_path: Path, device: str, mountpoint: Path) -> subprocess.CompletedProcess:
     script = _render_to(tmp_path, "model-volume.sh", {"device": device, "mountpoint": mountpoint,
-                                                      "label": "hybrid-models", "timeout_seconds": 2})
+                                                      "label": "hybrid-models", "timeout_seconds": 2,
+                                                      "images_dir": tmp_path / "containerd",
+                                                      "images_subdir": "containerd"})
     return subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=60)
+
+
+def _unmount_all(tmp_path: Path, mountpoint: Path, check: bool = True) -> None:
+    """The images bind first, then the volume (as a stop does)."""
+    subprocess.run(["umount", str(tmp_path / "containerd")], check=check)
+    subprocess.run(["umount", str(mountpoint)], check=check)
+
+
+def _mounts_at(path: Path) -> int:
+    return subprocess.run(["findmnt", "-n", "-o", "TARGET", "--mountpoint", str(path)],
+                          capture_output=True, text=True).stdout.count("\n")
 
 
 def test_model_volume_is_formatted_once_and_keeps_its_models(tmp_path, loop_device):
@@ -261,15 +290,23 @@ def test_model_volume_is_formatted_once_and_keeps_its_models(tmp_path, loop_devi
         assert first.returncode == 0, first.stderr
         assert "creating an ext4 filesystem" in first.stderr
         (mountpoint / "llama3.2-3b.bin").write_text("weights")
+        # containerd's root is the volume's containerd/ directory
+        (tmp_path / "containerd" / "layer.tar").write_text("image layer")
+        assert (mountpoint / "containerd" / "layer.tar").read_text() == "image layer"
         assert _model_volume(tmp_path, loop_device, mountpoint).returncode == 0, "mounted: a no-op"
-        subprocess.run(["umount", str(mountpoint)], check=True)
+        assert _mounts_at(tmp_path / "containerd") == 1 and _mounts_at(mountpoint) == 1
+        _unmount_all(tmp_path, mountpoint)
+        assert not (tmp_path / "containerd" / "layer.tar").exists(), "unbound: the root disk holds nothing"
 
         again = _model_volume(tmp_path, loop_device, mountpoint)       # the next start / a new instance
         assert again.returncode == 0, again.stderr
         assert "creating" not in again.stderr and "growing" not in again.stderr
         assert (mountpoint / "llama3.2-3b.bin").read_text() == "weights"
+        assert (tmp_path / "containerd" / "layer.tar").read_text() == "image layer"
+        reserved = subprocess.run(["dumpe2fs", "-h", loop_device], capture_output=True, text=True).stdout
+        assert re.search(r"^Reserved block count:\s+0$", reserved, re.MULTILINE), "mkfs -m 0: nothing held back"
     finally:
-        subprocess.run(["umount", str(mountpoint)], check=False)
+        _unmount_all(tmp_path, mountpoint, check=False)
 
 
 def test_model_volume_grows_its_filesystem_when_the_volume_grew(tmp_path, loop_device):
@@ -284,7 +321,7 @@ def test_model_volume_grows_its_filesystem_when_the_volume_grew(tmp_path, loop_d
         assert _model_volume(tmp_path, loop_device, mountpoint).returncode == 0
         (mountpoint / "model.bin").write_text("weights")
         before = size_bytes()
-        subprocess.run(["umount", str(mountpoint)], check=True)
+        _unmount_all(tmp_path, mountpoint)
         image = subprocess.run(["losetup", "--noheadings", "--output", "BACK-FILE", loop_device], check=True,
                                capture_output=True, text=True).stdout.strip()
         subprocess.run(["truncate", "-s", "128M", image], check=True)            # modelVolumeGiB raised
@@ -295,7 +332,7 @@ def test_model_volume_grows_its_filesystem_when_the_volume_grew(tmp_path, loop_d
         assert size_bytes() > 1.8 * before
         assert (mountpoint / "model.bin").read_text() == "weights"
     finally:
-        subprocess.run(["umount", str(mountpoint)], check=False)
+        _unmount_all(tmp_path, mountpoint, check=False)
 
 
 def test_model_volume_never_formats_a_device_that_holds_something_else(tmp_path, loop_device):
@@ -443,8 +480,11 @@ def _render(tmp_path: Path, *extra: str) -> Path:
 
 def test_plan_render_shows_boot_scripts_and_redacted_kubeconfigs(tmp_path):
     out = _render(tmp_path)
-    assert (out / "lighthouse" / "boot.sh").read_text().startswith("#!/bin/bash")
+    assert not (out / "lighthouse").exists(), "the default placement (workers) runs no lighthouse instance"
     assert (out / "workers" / "gpu-0" / "boot.sh").read_text().startswith("#!/bin/bash")
+    with_ec2 = _render(tmp_path / "ec2", "--set", "hybrid-llm:lighthousePlacement=ec2")
+    assert (with_ec2 / "lighthouse" / "boot.sh").read_text().startswith("#!/bin/bash")
+    assert (with_ec2 / "workers" / "gpu-0" / "boot.sh").read_text().startswith("#!/bin/bash")
     assert (out / "iam" / "gpu-0" / "parameters.json").is_file()
     kubeconfig = (out / "workers" / "gpu-0" / "kubeconfig.yaml").read_text()
     assert kubeconfig.startswith("[secret")

@@ -15,6 +15,7 @@ from components import versions
 from components.homelab import activator, ollama
 from policy import rules
 from tests import iam_sim
+from tests.conftest import PLACEMENTS
 from tests.upstream import OLLAMA
 
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
@@ -39,20 +40,23 @@ def test_no_activator_identity_without_the_homelab(dev_plan):
     assert not dev_plan.of_type("aws:iam/accessKey:AccessKey")
 
 
-def test_the_identity_may_start_only_the_workers(homelab_overrides):
+@pytest.mark.parametrize("placement", sorted(PLACEMENTS))
+def test_the_identity_may_start_only_the_workers(homelab_overrides, placement):
     from tools import harness
 
-    plan = harness.run_stack("dev", {**homelab_overrides, "hybrid-llm:gpuWorkers": "2"})
+    plan = harness.run_stack("dev", {**homelab_overrides, **PLACEMENTS[placement], "hybrid-llm:gpuWorkers": "2"})
     documents = [json.loads(one(plan, "aws:iam/userPolicy:UserPolicy").plain()["policy"])]
     workers = [r.state["arn"] for r in plan.of_type("aws:ec2/instance:Instance") if r.plain().get("launchTemplate")]
-    lighthouse = next(r.state["arn"] for r in plan.of_type("aws:ec2/instance:Instance")
-                      if not r.plain().get("launchTemplate"))
+    others = [r.state["arn"] for r in plan.of_type("aws:ec2/instance:Instance") if not r.plain().get("launchTemplate")]
     assert len(workers) == 2
+    # Only an EC2 lighthouse is an instance of the stack that is not a worker.
+    assert len(others) == (1 if placement == "ec2" else 0)
     for arn in workers:
         assert iam_sim.allowed(documents, "ec2:StartInstances", arn)
         assert not iam_sim.allowed(documents, "ec2:StopInstances", arn)
         assert not iam_sim.allowed(documents, "ec2:TerminateInstances", arn)
-    assert not iam_sim.allowed(documents, "ec2:StartInstances", lighthouse)
+    for arn in others:
+        assert not iam_sim.allowed(documents, "ec2:StartInstances", arn)
     assert iam_sim.allowed(documents, "ec2:DescribeInstances", "*")
     assert iam_sim.allowed(documents, "cloudwatch:PutMetricData", "*", {"cloudwatch:namespace": "HybridLLM"})
     assert not iam_sim.allowed(documents, "cloudwatch:PutMetricData", "*", {"cloudwatch:namespace": "Other"})

@@ -1,5 +1,9 @@
 """The NebulaMesh component through the whole program under mocks: hosts and
-addresses, certificates, SSM parameters, configs and firewall."""
+addresses, certificates, SSM parameters, configs and firewall.
+
+Most tests run the EC2-lighthouse placement (`lighthousePlacement: ec2`), the one
+with a host of every role; what each placement makes of the lighthouse is
+tests/mesh/test_nebula_placement_config.py."""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from components.mesh import nebula_cert as nc
 from components.config import ConfigError
 from components.inventory import Host
 from components.mesh.nebula import NebulaMeshArgs, _check_hosts
+from tests.conftest import PLACEMENTS
 from tools import harness
 
 PARAMETER = "aws:ssm/parameter:Parameter"
@@ -32,7 +37,8 @@ def cert(plan, host: str) -> nc.Certificate:
 
 @pytest.fixture(scope="module")
 def two_workers():
-    return harness.run_stack("dev", {"hybrid-llm:gpuWorkers": "2"})
+    """Two workers and an EC2 lighthouse."""
+    return harness.run_stack("dev", {**PLACEMENTS["ec2"], "hybrid-llm:gpuWorkers": "2"})
 
 
 def test_hosts_and_addresses_follow_the_config(two_workers):
@@ -91,21 +97,23 @@ def test_aws_hosts_get_four_parameters_below_their_prefix_the_key_as_securestrin
 
 def test_static_host_map_names_the_lighthouse_eip_the_mocks_gave(two_workers):
     (eip,) = two_workers.of_type("aws:ec2/eip:Eip")
+    assert eip.plain()["tags"]["NebulaHost"] == "lighthouse"
     public_ip = eip.state["publicIp"]
-    assert two_workers.outputs["lighthousePublicIp"].value == public_ip
+    assert two_workers.outputs["lighthouseEndpoints"].value == {"lighthouse": f"{public_ip}:4242"}
+    assert two_workers.outputs["elasticIps"].value == {"lighthouse": public_ip}
     lighthouse_ip = two_workers.outputs["nebulaIps"].value["lighthouse"]
-    for host in [*DEV_HOMELAB, "gpu-0", "gpu-1"]:
+    for host, interval in [*((h, 60) for h in DEV_HOMELAB), ("gpu-0", 10), ("gpu-1", 10)]:
         c = config(two_workers, host)
         assert c["static_host_map"] == {lighthouse_ip: [f"{public_ip}:4242"]}
         c["lighthouse"].pop("local_allow_list", None)     # workers' own, tested below
-        assert c["lighthouse"] == {"am_lighthouse": False, "interval": 60, "hosts": [lighthouse_ip]}
+        assert c["lighthouse"] == {"am_lighthouse": False, "interval": interval, "hosts": [lighthouse_ip]}, host
     lh = config(two_workers, "lighthouse")
     assert lh["lighthouse"]["am_lighthouse"] is True and lh["lighthouse"]["hosts"] == []
     assert lh["static_host_map"] == {}
 
 
 def test_listen_ports_pki_paths_tun_and_punchy(run_program):
-    plan = run_program({"hybrid-llm:nebulaPort": "4343"})
+    plan = run_program({**PLACEMENTS["ec2"], "hybrid-llm:nebulaPort": "4343"})
     for host, port in (("lighthouse", 4343), ("gpu-0", 4343), ("talos-cp-1", 0), ("talos-worker-1", 0)):
         c = config(plan, host)
         assert c["listen"]["port"] == port, host
@@ -143,11 +151,14 @@ def test_default_local_cidr_any_is_off_everywhere(two_workers):
         assert config(two_workers, host)["firewall"]["default_local_cidr_any"] is False
 
 
-def test_firewall_default_deny_and_outbound_open(dev_plan):
-    for host in ("lighthouse", "gpu-0", *DEV_HOMELAB):
-        fw = config(dev_plan, host)["firewall"]
-        assert fw["inbound_action"] == "drop"
-        assert fw["outbound"] == [{"port": "any", "proto": "any", "host": "any"}]
+def test_firewall_default_deny_and_outbound_open(dev_plan, ec2_plan, homelab_lighthouse_plan):
+    for plan in (dev_plan, ec2_plan, homelab_lighthouse_plan):
+        hosts = plan.outputs["nebulaIps"].value
+        assert set(hosts) >= {"gpu-0", *DEV_HOMELAB}
+        for host in hosts:
+            fw = config(plan, host)["firewall"]
+            assert fw["inbound_action"] == "drop"
+            assert fw["outbound"] == [{"port": "any", "proto": "any", "host": "any"}]
 
 
 def test_keys_are_secret_files_and_in_no_plain_output(dev_plan):
@@ -169,6 +180,7 @@ def test_each_worker_certificate_carries_its_pod_range_and_no_one_else_has_one(t
 
 
 def test_pod_ranges_follow_gpu_cluster_pod_cidr(run_program):
+    """(The default placement: every worker a lighthouse.)"""
     plan = run_program({"hybrid-llm:gpuWorkers": "3", "hybrid-llm:gpuClusterPodCidr": "10.60.0.0/22"})
     ranges = [cert(plan, f"gpu-{i}").details.subnets for i in range(3)]
     assert ranges == [(ipaddress.IPv4Network(f"10.60.{i}.0/24"),) for i in range(3)]
@@ -226,28 +238,77 @@ def test_more_workers_more_certificates(run_program):
     assert names == {"gpu-0", "gpu-1", "gpu-2"} and len(ips) == 3
 
 
-def _host(name, role, ip):
-    return Host(name, role, ipaddress.IPv4Address(ip), ())
+def _host(name, role, ip, lighthouse=False):
+    return Host(name, role, ipaddress.IPv4Address(ip), (), lighthouse=lighthouse)
 
 
-def _worker(name, ip, pod_cidr):
-    return Host(name, "gpu", ipaddress.IPv4Address(ip), (), pod_cidr=ipaddress.IPv4Network(pod_cidr))
+def _worker(name, ip, pod_cidr, lighthouse=False):
+    return Host(name, "gpu", ipaddress.IPv4Address(ip), (), pod_cidr=ipaddress.IPv4Network(pod_cidr),
+                lighthouse=lighthouse)
+
+
+def _lighthouse(ip="10.42.0.1"):
+    return _host("lighthouse", "lighthouse", ip, lighthouse=True)
+
+
+SSM = {"lighthouse": "/p/lighthouse", "gpu-0": "/p/gpu-0", "gpu-1": "/p/gpu-1"}
+
+
+def _args(hosts, endpoints=None, lan=None):
+    """`endpoints` default: one public endpoint per host marked a lighthouse."""
+    if endpoints is None:
+        endpoints = {h.name: "198.51.100.4:4242" for h in hosts if h.lighthouse}
+    return NebulaMeshArgs(hosts=hosts, network=ipaddress.IPv4Network("10.42.0.0/16"), port=4242,
+                          lighthouse_endpoints=endpoints, lan_endpoints=lan or {}, ssm_prefixes=SSM,
+                          ca_validity_hours=2, cert_validity_hours=1, early_renewal_hours=0)
 
 
 @pytest.mark.parametrize("hosts, key", [
-    ([_host("lighthouse", "lighthouse", "10.42.0.1"), _host("a", "homelab", "10.42.0.1")], "nebulaCidr"),
-    ([_host("lighthouse", "lighthouse", "10.42.0.1"), _worker("gpu-0", "10.42.2.1", "10.42.200.0/24")],
-     "gpuClusterPodCidr"),
-    ([_host("lighthouse", "lighthouse", "10.42.0.1"), _worker("gpu-0", "10.42.2.1", "10.52.0.0/24"),
+    ([_lighthouse(), _host("a", "homelab", "10.42.0.1")], "nebulaCidr"),
+    ([_lighthouse(), _worker("gpu-0", "10.42.2.1", "10.42.200.0/24")], "gpuClusterPodCidr"),
+    ([_lighthouse(), _worker("gpu-0", "10.42.2.1", "10.52.0.0/24"),
       _worker("gpu-1", "10.42.2.2", "10.52.0.0/23")], "gpuClusterPodCidr"),
-    ([_host("lighthouse", "lighthouse", "10.42.0.1"), _host("lighthouse", "homelab", "10.42.1.1")], "homelabNodes"),
-    ([_host("a", "homelab", "10.42.1.1")], "nebulaCidr"),
-    ([_host("lighthouse", "lighthouse", "10.99.0.1")], "nebulaCidr"),
+    ([_lighthouse(), _host("lighthouse", "homelab", "10.42.1.1")], "homelabNodes"),
+    ([_lighthouse("10.99.0.1")], "nebulaCidr"),
+    # The same mistakes with the workers as lighthouses (the default placement).
+    ([_worker("gpu-0", "10.42.2.1", "10.52.0.0/24", lighthouse=True),
+      _worker("gpu-1", "10.42.2.1", "10.52.1.0/24", lighthouse=True)], "nebulaCidr"),
+    ([_worker("gpu-0", "10.99.2.1", "10.52.0.0/24", lighthouse=True)], "nebulaCidr"),
+    ([_worker("gpu-0", "10.42.2.1", "10.42.7.0/24", lighthouse=True)], "gpuClusterPodCidr"),
 ])
 def test_bad_host_lists_are_one_config_error(hosts, key):
-    args = NebulaMeshArgs(hosts=hosts, network=ipaddress.IPv4Network("10.42.0.0/16"), port=4242,
-                          lighthouse_public_ip="198.51.100.4",
-                          ssm_prefixes={"lighthouse": "/p/lighthouse", "gpu-0": "/p/gpu-0", "gpu-1": "/p/gpu-1"},
-                          ca_validity_hours=2, cert_validity_hours=1, early_renewal_hours=0)
     with pytest.raises(ConfigError, match=f"^hybrid-llm:{key}: "):
-        _check_hosts(args)
+        _check_hosts(_args(hosts))
+
+
+@pytest.mark.parametrize("hosts, endpoints, lan, words", [
+    # No lighthouse at all: no config could name one.
+    ([_host("a", "homelab", "10.42.1.1")], None, None, "no host is a lighthouse"),
+    ([_host("a", "homelab", "10.42.1.1"), _worker("gpu-0", "10.42.2.1", "10.52.0.0/24")], None, None,
+     "no host is a lighthouse"),
+    # Endpoints must name exactly the lighthouses.
+    ([_lighthouse()], {}, None, "endpoints given for"),
+    ([_lighthouse(), _worker("gpu-0", "10.42.2.1", "10.52.0.0/24")],
+     {"lighthouse": "198.51.100.4:4242", "gpu-0": "198.51.100.5:4242"}, None, "endpoints given for"),
+    ([_worker("gpu-0", "10.42.2.1", "10.52.0.0/24", lighthouse=True),
+      _worker("gpu-1", "10.42.2.2", "10.52.1.0/24", lighthouse=True)],
+     {"gpu-0": "198.51.100.4:4242"}, None, "endpoints given for"),
+    # A LAN endpoint only for a homelab lighthouse.
+    ([_lighthouse()], None, {"lighthouse": "10.0.0.5:4242"}, "LAN endpoints only for homelab lighthouses"),
+    ([_lighthouse(), _host("a", "homelab", "10.42.1.1")], None, {"a": "192.168.1.20:4242"},
+     "LAN endpoints only for homelab lighthouses"),
+])
+def test_a_mesh_without_its_lighthouses_named_is_a_value_error(hosts, endpoints, lan, words):
+    """Program errors, not config errors: the program builds these arguments."""
+    with pytest.raises(ValueError, match=words):
+        _check_hosts(_args(hosts, endpoints, lan))
+
+
+def test_the_lighthouses_are_whichever_hosts_say_so():
+    gpu = [_worker("gpu-0", "10.42.2.1", "10.52.0.0/24", lighthouse=True),
+           _worker("gpu-1", "10.42.2.2", "10.52.1.0/24", lighthouse=True)]
+    assert _check_hosts(_args([_host("a", "homelab", "10.42.1.1"), *gpu])) == gpu
+    home = _host("a", "homelab", "10.42.1.1", lighthouse=True)
+    args = _args([home, _host("b", "homelab", "10.42.1.2"), _worker("gpu-0", "10.42.2.1", "10.52.0.0/24")],
+                 {"a": "home.example.net:4242"}, {"a": "192.168.1.20:4242"})
+    assert _check_hosts(args) == [home]

@@ -15,8 +15,8 @@ import yaml
 from components.mesh import nebula_cert
 from components.inventory import GROUPS
 from tests.conftest import PLACEMENTS, require_root, require_tool
-from tests.mesh import placement_lab
-from tests.mesh.placement_lab import HOMELAB, LIGHTHOUSE_NODE
+from tools import placement_lab
+from tools.placement_lab import HOMELAB, LIGHTHOUSE_NODE
 from tools.netns import IPTABLES, NebulaLab, lab_files, rewrite_endpoints
 
 WORKERS = ("gpu-0", "gpu-1")

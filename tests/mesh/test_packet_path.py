@@ -34,8 +34,8 @@ import pytest
 from components import addressing
 from components.mesh import nebula_cert, snat
 from tests.conftest import PLACEMENTS, require_root, require_tool
-from tests.mesh import placement_lab
-from tests.mesh.placement_lab import HOMELAB
+from tools import placement_lab
+from tools.placement_lab import HOMELAB
 from tools.netns import IPTABLES, NebulaLab
 
 WORKERS = ("gpu-0", "gpu-1")

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tests.conftest import PLACEMENTS
 from tools import harness
+from tools.harness import PLACEMENTS
 from tools.netns import NebulaLab, lab_files, rewrite_endpoints
 
 # The dev stack's homelab nodes: with the lighthouse in the homelab it is the first.

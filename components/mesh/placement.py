@@ -24,6 +24,15 @@ from components.inventory import Host
 from components.mesh import nebula_config
 
 
+def zone_instance_types(cfg: StackConfig) -> dict[str, str]:
+    """Config key -> instance type the subnet's AZ must offer: the GPU type, and
+    the lighthouse's only where an EC2 lighthouse runs."""
+    types = {"gpuInstanceType": cfg.gpu_instance_type}
+    if cfg.lighthouse_placement == "ec2":
+        types["lighthouseInstanceType"] = cfg.lighthouse_instance_type
+    return types
+
+
 def aws_lighthouses(hosts: Sequence[Host]) -> list[str]:
     """AWS hosts that are lighthouses: each needs a stack-owned Elastic IP."""
     return [h.name for h in hosts if h.lighthouse and h.on_aws]

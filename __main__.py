@@ -17,7 +17,7 @@ from components.aws.scaler import Scaler, ScalerArgs
 from components import costs, liqo
 from components.aws.budget import CostGuard, CostGuardArgs
 from components.aws.activator_identity import ActivatorIdentity, ActivatorIdentityArgs
-from components.homelab.homelab import Homelab, HomelabArgs, WorkerPeer
+from components.homelab.homelab import Homelab, HomelabArgs, TeardownSettings, WorkerPeer
 from components.homelab.nebula import HomelabNode
 
 cfg = load_config()
@@ -25,7 +25,10 @@ cfg = load_config()
 aws_provider = aws.Provider(
     "aws",
     region=cfg.region,
-    profile=cfg.aws_profile,
+    # No `profile`: provider inputs are kept in the state and `pulumi destroy`
+    # reuses them, and a named profile overrides environment credentials, so a
+    # profile recorded on a laptop breaks a destroy from CI. Credentials come from
+    # the environment of whoever runs Pulumi (AWS_PROFILE, keys, OIDC).
     allowed_account_ids=list(cfg.aws_allowed_account_ids) or None,
     default_tags=aws.ProviderDefaultTagsArgs(
         tags={"Project": cfg.project, "Stack": cfg.stack, "ManagedBy": "pulumi"}
@@ -84,7 +87,7 @@ workers = {
             liqo_cluster_id=liqo.worker_cluster_id(cfg.project, cfg.stack, host.name),
             consumer_cluster_id=cfg.homelab_cluster_id,
             root_volume_gib=cfg.gpu_root_volume_gib, model_volume_gib=cfg.model_volume_gib,
-            spot=cfg.gpu_spot, spot_max_price=cfg.gpu_spot_max_price, aws_profile=cfg.aws_profile,
+            spot=cfg.gpu_spot, spot_max_price=cfg.gpu_spot_max_price,
             ami_id=cfg.gpu_ami_id,
             protect_model_volume=cfg.protect_model_volume, serves_ollama=host is gpu_hosts[0],
             nebula_parameters=mesh.parameters[host.name], boot_after=network.internet_route,
@@ -148,6 +151,8 @@ if cfg.homelab_kubeconfig is not None:
         models=cfg.models, model_volume_gib=cfg.model_volume_gib,
         region=cfg.region, activator_access_key_id=identity.access_key_id,
         activator_secret_access_key=identity.secret_access_key,
+        mesh_path=[*workers.values(), *([lighthouse] if lighthouse else [])],
+        teardown=TeardownSettings(cfg.region, scaler.rule_arn),
     ))
     pulumi.export("homelab", {"ollamaUrl": homelab.ollama_url, "virtualNodes": homelab.virtual_nodes,
                               "nebulaNamespace": homelab.nebula_namespace})

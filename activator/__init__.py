@@ -22,7 +22,9 @@ Environment (a malformed value stops it at start: one line on stderr, exit 2):
   ACTIVATOR_OLLAMA_VERSION what /api/version answers while the worker sleeps, before
                            Ollama's own answer was seen (0.0.0)
   ACTIVATOR_WATCH_PODS     true/false: watch for unschedulable GPU pods (true);
-                           needs in-cluster credentials or a kubeconfig
+                           needs in-cluster credentials (KUBERNETES_SERVICE_HOST/PORT and
+                           the service account) or a kubeconfig (KUBECONFIG, else
+                           ~/.kube/config), checked at start: unusable ones are exit 2
   ACTIVATOR_CLUSTER_IDS    Liqo cluster id of each worker, same order (none): maps a pod
                            that selects `liqo.io/remote-cluster-id` to its worker
   ACTIVATOR_VIRTUAL_NODES  virtual node name of each worker, same order (the cluster
@@ -32,5 +34,8 @@ Environment (a malformed value stops it at start: one line on stderr, exit 2):
   ACTIVATOR_CONNECT_TIMEOUT  connect timeout to the backend, its only timeout (5)
   ACTIVATOR_POD_COOLDOWN_SECONDS  after a pod woke a worker, other pods do not wake it
                            again for this long (600)
+Numbers are ASCII digits (seconds may have a fraction or exponent), finite and more
+than 0; ACTIVATOR_BACKEND is http(s)://host[:port] with no path, query, fragment or
+user info; ACTIVATOR_HOST is an IP address or a hostname.
 AWS settings are boto3's own (AWS_REGION, credentials, AWS_ENDPOINT_URL).
 """

@@ -15,6 +15,7 @@ import boto3
 from botocore.exceptions import BotoCoreError
 
 from activator.activity import CLOUDWATCH_CONFIG
+from activator.kube import kubernetes_api
 from activator.service import Activator
 from activator.settings import Settings, SettingsError, from_env
 from activator.waker import EC2_CONFIG
@@ -35,29 +36,17 @@ def aws_clients(environ: Mapping[str, str]) -> tuple[Any, Any]:
         raise SettingsError(f"AWS_REGION: boto3 could not make a client: {err}") from None
 
 
-async def kubernetes_api() -> Any:
-    """In-cluster credentials, else a kubeconfig (KUBECONFIG or ~/.kube/config)."""
-    from kubernetes_asyncio import client, config
-
-    try:
-        config.load_incluster_config()
-    except config.ConfigException:
-        try:
-            await config.load_kube_config()
-        except (config.ConfigException, OSError, TypeError):
-            raise SettingsError("ACTIVATOR_WATCH_PODS: true, but there are no in-cluster or kubeconfig "
-                                "credentials (set it to false outside a cluster)") from None
-    return client.CoreV1Api()
-
-
-async def serve(settings: Settings, ec2: Any, cloudwatch: Any) -> int:
-    core_api = await kubernetes_api() if settings.watch_pods else None
+async def serve(settings: Settings, ec2: Any, cloudwatch: Any, environ: Mapping[str, str]) -> int:
+    core_api = await kubernetes_api(environ) if settings.watch_pods else None
     activator = Activator(settings, ec2, cloudwatch, core_api)
     try:
         url = await activator.start()
-    except OSError as err:
-        print(f"activator: ACTIVATOR_PORT: cannot listen on {settings.host}:{settings.port}: "
-              f"{err.strerror or err}", file=sys.stderr)
+    except OSError as err:  # the host does not resolve or is not ours, the port is taken or privileged
+        reason = " ".join(str(err.strerror or err).split())
+        print(f"activator: ACTIVATOR_HOST/ACTIVATOR_PORT: cannot listen on ACTIVATOR_HOST={settings.host!r} "
+              f"ACTIVATOR_PORT={settings.port}: {reason}", file=sys.stderr)
+        if core_api is not None:
+            await core_api.api_client.close()
         return 2
     log.info("listening on %s; backend %s; workers %s; hold %gs; pod watch %s", url, settings.backend,
              ",".join(settings.instance_ids), settings.hold_seconds, "on" if core_api else "off")
@@ -86,7 +75,7 @@ def main(environ: Optional[Mapping[str, str]] = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("botocore").setLevel(logging.WARNING)
     try:
-        return asyncio.run(serve(settings, ec2, cloudwatch))
+        return asyncio.run(serve(settings, ec2, cloudwatch, environ))
     except SettingsError as err:
         print(f"activator: {err}", file=sys.stderr)
         return 2

@@ -9,6 +9,7 @@ are read from the environment.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
 from dataclasses import dataclass
@@ -113,34 +114,85 @@ def _list(environ: Mapping[str, str], name: str, pattern: re.Pattern[str], what:
     return items
 
 
+# A number as people write it: ASCII digits, an optional fraction and exponent.
+# float() and int() also take "1_0", full-width and other Unicode digits, "nan" and "inf".
+DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+WHOLE = re.compile(r"[0-9]{1,9}")
+# A hostname: dot-separated labels of ASCII letters, digits, '-' and '_' (Docker
+# service names), at most 253 characters, not all-digit in the last label (that is
+# an IPv4 address, which ipaddress has already refused).
+LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
+
+
+def _not_finite(name: str, raw: str) -> SettingsError | None:
+    """The error for "nan", "inf", "1e400" and such, else None."""
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        return None
+    if math.isfinite(value):
+        return None
+    return SettingsError(f"{name}: not a finite number, got {raw!r}")
+
+
 def _number(environ: Mapping[str, str], name: str, default: float) -> float:
     raw = environ.get(name)
     if raw is None or not raw.strip():
         return default
-    try:
-        value = float(raw.strip())
-    except ValueError:
-        raise SettingsError(f"{name}: expected a number of seconds, got {raw!r}") from None
-    if not math.isfinite(value) or value <= 0:
+    text = raw.strip()
+    error = _not_finite(name, raw)
+    if error:
+        raise error
+    if not DECIMAL.fullmatch(text):
+        raise SettingsError(f"{name}: expected a number of seconds in ASCII digits (like 2.5), got {raw!r}")
+    value = float(text)
+    if value <= 0:
         raise SettingsError(f"{name}: must be more than 0 seconds, got {raw!r}")
     return value
 
 
-def _whole(environ: Mapping[str, str], name: str, default: int) -> int:
+def _whole(environ: Mapping[str, str], name: str, default: int, low: int = 1,
+           high: int = 10**9, what: str = "a whole number") -> int:
     raw = environ.get(name)
     if raw is None or not raw.strip():
         return default
-    text = raw.strip()
-    if not (text.isascii() and text.isdigit()) or int(text) < 1:
-        raise SettingsError(f"{name}: expected a whole number of at least 1, got {raw!r}")
-    return int(text)
+    text = raw.strip().lstrip("0") or "0"  # leading zeros are harmless; int() limits digits
+    if WHOLE.fullmatch(text) and low <= int(text) <= high:
+        return int(text)
+    error = _not_finite(name, raw)
+    if error:
+        raise error
+    raise SettingsError(f"{name}: expected {what} {low}-{high} in ASCII digits, got {raw!r}")
 
 
 def _port(environ: Mapping[str, str]) -> int:
-    raw = environ.get("ACTIVATOR_PORT", "11434").strip()
-    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= 65535:
-        raise SettingsError(f"ACTIVATOR_PORT: expected a port 1-65535, got {raw!r}")
-    return int(raw)
+    return _whole(environ, "ACTIVATOR_PORT", 11434, high=65535, what="a port")
+
+
+def address_problem(text: str) -> str | None:
+    """Why `text` is neither an IP address nor a hostname, else None."""
+    try:
+        ipaddress.ip_address(text)
+        return None
+    except ValueError:
+        pass
+    if text.startswith("[") and text.endswith("]"):
+        return "write an IPv6 address without brackets"
+    if not text.isascii():
+        return "not ASCII (give a hostname in its xn-- form)"
+    labels = text[:-1].split(".") if text.endswith(".") else text.split(".")
+    if len(text) > 253 or not all(LABEL.fullmatch(label) for label in labels) or labels[-1].isdigit():
+        return "not an IP address or a hostname"
+    return None
+
+
+def _host(environ: Mapping[str, str]) -> str:
+    raw = environ.get("ACTIVATOR_HOST", "0.0.0.0")
+    host = raw.strip()
+    problem = address_problem(host) if host else "empty"
+    if problem:
+        raise SettingsError(f"ACTIVATOR_HOST: {problem}, got {raw!r}")
+    return host
 
 
 def _flag(environ: Mapping[str, str], name: str, default: bool) -> bool:
@@ -153,22 +205,36 @@ def _flag(environ: Mapping[str, str], name: str, default: bool) -> bool:
 
 
 def _backend(environ: Mapping[str, str]) -> str:
-    raw = environ.get("ACTIVATOR_BACKEND", "").strip()
-    if not raw:
+    """Ollama's root URL: http(s)://host[:port][/], nothing else. Requests keep their
+    own path, so a base path would double it (/api/api/...); user info would be sent
+    nowhere (and is a secret in the environment); a query or fragment, even an empty
+    "?" or "#", would end up in front of every request's path."""
+    raw = environ.get("ACTIVATOR_BACKEND", "")
+    text = raw.strip()
+    if not text:
         raise SettingsError("ACTIVATOR_BACKEND: not set (Ollama's URL, e.g. http://ollama:11434)")
+    if not text.isprintable() or any(c.isspace() for c in text):
+        raise SettingsError(f"ACTIVATOR_BACKEND: must not contain spaces or control characters, got {raw!r}")
     try:
-        parts = urlsplit(raw)
+        parts = urlsplit(text)
         port = parts.port
     except ValueError:
         raise SettingsError(f"ACTIVATOR_BACKEND: not a URL: {raw!r}") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname or port == 0:
+    if parts.scheme not in ("http", "https") or not parts.netloc:
         raise SettingsError(f"ACTIVATOR_BACKEND: expected http(s)://host[:port], got {raw!r}")
-    if parts.query or parts.fragment:
+    if "@" in parts.netloc:
+        raise SettingsError(f"ACTIVATOR_BACKEND: must not carry user info (user@), got {raw!r}")
+    if "?" in text or "#" in text:
         raise SettingsError(f"ACTIVATOR_BACKEND: must not carry a query or fragment, got {raw!r}")
-    if parts.path.strip("/"):
+    if parts.path not in ("", "/"):
         raise SettingsError(f"ACTIVATOR_BACKEND: must be Ollama's root URL without a path "
                             f"(requests keep their own /api/... path), got {raw!r}")
-    return raw.rstrip("/")
+    problem = address_problem(parts.hostname) if parts.hostname else "no host"
+    if problem:
+        raise SettingsError(f"ACTIVATOR_BACKEND: host {parts.hostname or ''!r}: {problem}, got {raw!r}")
+    if port == 0:
+        raise SettingsError(f"ACTIVATOR_BACKEND: port 0 is not a port, got {raw!r}")
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def _same_length(name: str, values: tuple[str, ...], instance_ids: tuple[str, ...]) -> None:
@@ -190,9 +256,7 @@ def from_env(environ: Mapping[str, str]) -> Settings:
     if not METRIC_NAMESPACE.match(namespace) or namespace.startswith("AWS/"):
         raise SettingsError(f"ACTIVATOR_METRIC_NAMESPACE: not a custom CloudWatch namespace: "
                             f"{environ.get('ACTIVATOR_METRIC_NAMESPACE')!r}")
-    host = environ.get("ACTIVATOR_HOST", "0.0.0.0").strip()
-    if not host or any(c.isspace() for c in host):
-        raise SettingsError(f"ACTIVATOR_HOST: expected an address to listen on, got {host!r}")
+    host = _host(environ)
     models = _list(environ, "ACTIVATOR_MODELS", MODEL_NAME, "an Ollama model name")
     version = environ.get("ACTIVATOR_OLLAMA_VERSION", "").strip()
     if version and not VERSION.match(version):

@@ -10,43 +10,70 @@ prints the line without a traceback.
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import ipaddress
 import json
 import re
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
 import pulumi
 
-from components import addressing, instance_types
+from components import addressing, instance_types, liqo
 
 NAMESPACE = "hybrid-llm"
 
-_K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-_AZ = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d[a-z]$")
-_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
-_RATE = re.compile(r"^rate\((?P<value>\d+) (?P<unit>minute|minutes|hour|hours|day|days)\)$")
-_CRON = re.compile(r"^cron\((?P<fields>[^()]*)\)$")
+# Every pattern is applied with `fullmatch` and spells digits [0-9]: `re.match` with
+# `$` also matches before a final newline, and `\d` takes any Unicode digit
+# (full-width, Arabic-Indic), which Python's int() then reads as a number.
+_K8S_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+_AZ = re.compile(r"[a-z]{2}(-[a-z]+)+-[0-9][a-z]")
+_REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-[0-9]")
+_RATE = re.compile(r"rate\((?P<value>[0-9]+) (?P<unit>minute|minutes|hour|hours|day|days)\)")
+_CRON = re.compile(r"cron\((?P<fields>[^()]*)\)")
 # One field of an EventBridge cron: digits, names (JAN, MON), and , - * ? / L W #.
-_CRON_FIELD = re.compile(r"^[0-9A-Za-z,\-*?/#]+$")
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_CRON_FIELD = re.compile(r"[0-9A-Za-z,\-*?/#]+")
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 # Ollama's `[host[:port]/][namespace/]model[:tag]`, e.g. llama3.2:3b or
 # hf.co/bartowski/Llama-3.2-1B-Instruct-GGUF:Q4_K_M (case is kept in the path).
-_MODEL = re.compile(r"^([a-z0-9][a-z0-9.-]*(:\d+)?/)?([A-Za-z0-9][A-Za-z0-9._-]*/)*"
-                    r"[A-Za-z0-9][A-Za-z0-9._-]*(:[A-Za-z0-9][A-Za-z0-9._-]*)?$")
+_MODEL = re.compile(r"([a-z0-9][a-z0-9.-]*(:[0-9]+)?/)?([A-Za-z0-9][A-Za-z0-9._-]*/)*"
+                    r"[A-Za-z0-9][A-Za-z0-9._-]*(:[A-Za-z0-9][A-Za-z0-9._-]*)?")
+# A whole number as Pulumi writes one: ASCII digits, a '-' where a negative is
+# worth reporting (`_positive` says "got -3"). No '+', '_', spaces or other digits.
+_WHOLE = re.compile(r"-?[0-9]+")
+# What float() and YAML take for not-a-number and infinity.
+_NOT_FINITE = re.compile(r"[-+]?\.?(nan|inf|infinity)", re.IGNORECASE)
+# Pulumi carries numbers to providers as float64: whole numbers beyond this lose digits.
+MAX_WHOLE = 2 ** 53 - 1
+_INSTANCE_TYPE = re.compile(r"[a-z][a-z0-9-]*\.[a-z0-9]+")
+_AMI = re.compile(r"ami-[0-9a-f]{8,17}")
+_ACCOUNT_ID = re.compile(r"[0-9]{12}")
+# AWS Budgets: "A notification can have one SNS subscriber and up to 10 email
+# subscribers" (API reference, NotificationWithSubscribers); both notifications of
+# components/aws/budget.py take every address.
+BUDGET_MAX_EMAILS = 10
 # EBS gp3: 1 GiB to 64 TiB (CreateVolume's current API reference; older pages say 16 TiB).
 GP3_MAX_GIB = 65536
 # `aws:` keys this program reads; its explicit AWS provider sees nothing else.
-AWS_KEYS = ("region", "profile", "allowedAccountIds")
+AWS_KEYS = ("region", "allowedAccountIds")
+# Refused, with why: an explicit provider keeps its inputs in the state and
+# `pulumi destroy` reuses them, and a recorded profile that is missing on the
+# machine running the destroy fails it (aws-sdk-go-base#135), even with
+# credentials in the environment.
+_PROFILE_REFUSED = ("aws:profile: not stored in the stack (a profile kept in its state breaks `pulumi destroy` "
+                    "anywhere that profile does not exist); remove it (`pulumi config rm aws:profile`) and "
+                    "`export AWS_PROFILE=<name>` before running pulumi")
 # Namespaces a stack file may use: this project, the AWS keys above, Pulumi's own.
 _NAMESPACES = (NAMESPACE, "aws", "pulumi")
-_PRICE = re.compile(r"^\d+(\.\d+)?$")
+_PRICE = re.compile(r"[0-9]+(\.[0-9]+)?")
 # Where the Nebula lighthouse runs (docs: README "Where the lighthouse lives").
 PLACEMENTS = ("workers", "ec2", "homelab")
 # A DNS name as `static_host_map` takes it: labels of letters, digits and '-', at
 # least two of them (a bare name would resolve only on the home network).
-_DNS_NAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+"
-                       r"[A-Za-z]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?$")
+_DNS_NAME = re.compile(r"(?=.{1,253}\Z)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+"
+                       r"[A-Za-z]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?")
 # Carrier-grade NAT (RFC 6598): an address there is the ISP's, not reachable from AWS.
 _SHARED_ADDRESS_SPACE = ipaddress.IPv4Network("100.64.0.0/10")
 
@@ -62,9 +89,6 @@ class StackConfig:
     project: str
     stack: str
     region: str
-    aws_profile: Optional[str]
-    """`aws:profile`: the explicit AWS provider and the spot guard use it (an explicit
-    provider does not read the stack's `aws:` settings by itself)."""
     aws_allowed_account_ids: tuple[str, ...]
     """`aws:allowedAccountIds`: the provider refuses any other account."""
     vpc_cidr: ipaddress.IPv4Network
@@ -143,10 +167,15 @@ def _optional_string(raw: str, key: str) -> Optional[str]:
 
 
 def _integer(raw: str, key: str) -> int:
-    try:
-        return int(str(raw).strip())
-    except ValueError:
-        raise _fail(key, f"expected a whole number, got {raw!r}") from None
+    text = str(raw).strip()
+    if _NOT_FINITE.fullmatch(text):
+        raise _fail(key, f"{raw!r} is not a number; expected a whole number like 10")
+    if not _WHOLE.fullmatch(text):
+        raise _fail(key, f"expected a whole number in the digits 0-9, got {raw!r}")
+    digits = text.lstrip("-").lstrip("0")
+    if len(digits) > len(str(MAX_WHOLE)) or abs(int(text)) > MAX_WHOLE:
+        raise _fail(key, f"{text} is too large (Pulumi passes whole numbers up to {MAX_WHOLE} exactly)")
+    return int(text)
 
 
 def _positive(raw: str, key: str) -> int:
@@ -171,8 +200,11 @@ def _boolean(raw: str, key: str) -> bool:
 
 
 def _cidr(raw: str, key: str) -> ipaddress.IPv4Network:
+    text = str(raw).strip()
+    if text and "/" not in text:
+        raise _fail(key, f"{text} has no prefix length; write the range as a CIDR like 10.0.0.0/16")
     try:
-        network = ipaddress.ip_network(str(raw).strip(), strict=True)
+        network = ipaddress.ip_network(text, strict=True)
     except ValueError as err:
         raise _fail(key, f"not a valid IPv4 CIDR ({err})") from None
     if not isinstance(network, ipaddress.IPv4Network):
@@ -210,6 +242,8 @@ def _string_list(raw: str, key: str) -> tuple[str, ...]:
 
 
 def _instance_type(raw: str, key: str) -> str:
+    if not _INSTANCE_TYPE.fullmatch(str(raw)):
+        raise _fail(key, f"expected an instance type like t4g.nano, got {raw!r}")
     problem = instance_types.problem_with(raw)
     if problem:
         raise _fail(key, problem)
@@ -233,9 +267,18 @@ def _gp3_size(raw: str, key: str) -> int:
 
 def _availability_zone(raw: str, key: str) -> Optional[str]:
     value = raw.strip()
-    if value and not _AZ.match(value):
+    if value and not _AZ.fullmatch(value):
         raise _fail(key, f"not an availability zone name like us-east-1a, got {raw!r}")
     return value or None
+
+
+def _dns_label_problem(name: str) -> Optional[str]:
+    """Why `name` is no DNS label (RFC 1123, as Kubernetes names nodes), or None."""
+    if len(name) > 63:
+        return f"{name!r} is {len(name)} characters, longer than 63 (the most a DNS label holds)"
+    if not _K8S_NAME.fullmatch(name):
+        return f"{name!r} is not a DNS label (lower case, digits, '-')"
+    return None
 
 
 def _node_names(raw: str, key: str) -> tuple[str, ...]:
@@ -243,9 +286,10 @@ def _node_names(raw: str, key: str) -> tuple[str, ...]:
     if not names:
         raise _fail(key, "needs at least one homelab node")
     for name in names:
-        if not _K8S_NAME.match(name):
-            raise _fail(key, f"{name!r} is not a DNS label (lower case, digits, '-')")
-    reserved = [n for n in names if n == "lighthouse" or re.match(r"^gpu-\d+$", n)]
+        problem = _dns_label_problem(name)
+        if problem:
+            raise _fail(key, problem)
+    reserved = [n for n in names if n == "lighthouse" or re.fullmatch(r"gpu-[0-9]+", n)]
     if reserved:
         raise _fail(key, f"{reserved[0]!r} is reserved for an AWS host; rename the node")
     if len(set(names)) != len(names):
@@ -262,8 +306,9 @@ def _placement(raw: str, key: str) -> str:
 
 def _optional_node_name(raw: str, key: str) -> Optional[str]:
     value = str(raw).strip()
-    if value and not _K8S_NAME.match(value):
-        raise _fail(key, f"{raw!r} is not a DNS label (lower case, digits, '-')")
+    problem = _dns_label_problem(value) if value else None
+    if problem:
+        raise _fail(key, problem)
     return value or None
 
 
@@ -274,12 +319,18 @@ def _public_endpoint(raw: str, key: str) -> Optional[str]:
     if not value:
         return None
     host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+    if not sep or not host or not re.fullmatch(r"[0-9]{1,5}", port) or not 1 <= int(port) <= 65535:
         raise _fail(key, f"expected host:port like home.example.net:4242, got {raw!r}")
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
-        if not _DNS_NAME.match(host):
+        long_label = next((label for label in host.rstrip(".").split(".") if len(label) > 63), None)
+        if long_label:
+            raise _fail(key, f"{long_label!r} is {len(long_label)} characters, longer than 63 "
+                             "(the most a DNS label holds)") from None
+        if len(host.rstrip(".")) > 253:
+            raise _fail(key, f"the name is {len(host)} characters, longer than 253 (the most DNS takes)") from None
+        if not _DNS_NAME.fullmatch(host):
             raise _fail(key, f"{host!r} is neither an IPv4 address nor a DNS name") from None
         return value
     if not isinstance(address, ipaddress.IPv4Address):
@@ -311,16 +362,78 @@ def _root_size(raw: str, key: str) -> int:
 def _models(raw: str, key: str) -> tuple[str, ...]:
     models = _string_list(raw, key)
     for model in models:
-        if not _MODEL.match(model):
+        if not _MODEL.fullmatch(model):
             raise _fail(key, f"{model!r} is not an Ollama model name like llama3.2:3b")
     return models
 
 
+# EventBridge's cron fields, as "Cron expressions reference" in the EventBridge
+# user guide (docs.aws.amazon.com/eventbridge/latest/userguide/eb-cron-expressions.html)
+# lists them: minutes 0-59, hours 0-23, day-of-month 1-31, month 1-12 or JAN-DEC,
+# day-of-week 1-7 or SUN-SAT, year 1970-2199. Every field takes `, - *`; `/` all but
+# day-of-week; `?` only the two day fields, and exactly one of them (its
+# Limitations: a value or `*` in one day field needs `?` in the other); `L` both
+# day fields, `W` day-of-month, `#` day-of-week (then one expression only).
+# (name, lowest, highest, names for lowest upwards, wildcards beyond `, - *`)
+_MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
+_WEEKDAYS = ("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT")
+_CRON_FIELDS = (
+    ("minutes", 0, 59, (), "/"),
+    ("hours", 0, 23, (), "/"),
+    ("day-of-month", 1, 31, (), "?/LW"),
+    ("month", 1, 12, _MONTHS, "/"),
+    ("day-of-week", 1, 7, _WEEKDAYS, "?L#"),
+    ("year", 1970, 2199, (), "/"),
+)
+
+
+def _cron_field_ok(text: str, field: tuple) -> bool:
+    """Whether one cron field is one EventBridge takes (see _CRON_FIELDS)."""
+    name, low, high, names, extra = field
+
+    def value(item: str) -> bool:
+        if re.fullmatch(r"[0-9]{1,4}", item):
+            return low <= int(item) <= high
+        return item.upper() in names
+
+    if text == "?":
+        return "?" in extra
+    if "#" in text and "," in text:
+        return False
+    for item in text.split(","):
+        if "L" in extra and (item == "L" or (name == "day-of-week" and item.endswith("L") and value(item[:-1]))):
+            continue
+        if "W" in extra and item.endswith("W") and value(item[:-1]):
+            continue
+        day, hash_, nth = item.partition("#")
+        if hash_:
+            if "#" in extra and value(day) and re.fullmatch(r"[1-5]", nth):
+                continue
+            return False
+        base, slash, step = item.partition("/")
+        if slash and ("/" not in extra or not re.fullmatch(r"[0-9]{1,4}", step) or int(step) < 1):
+            return False
+        if base == "*":
+            continue
+        start, dash, end = base.partition("-")
+        if not value(start) or (dash and not value(end)):
+            return False
+    return True
+
+
+def _cron_field_rule(field: tuple) -> str:
+    name, low, high, names, extra = field
+    values = f"{low}-{high}" + (f" or {names[0]}-{names[-1]}" if names else "")
+    wildcards = " ".join([",", "-", "*", *extra])
+    return f"{name} takes {values} and {wildcards}"
+
+
 def _schedule(raw: str, key: str) -> str:
     """EventBridge's own rules: `rate(1 minute)`, `rate(5 minutes)` (singular only for
-    1, at least 1), or a six-field `cron(...)` with `?` in day-of-month or day-of-week."""
+    1, at least 1), or a six-field `cron(...)` whose fields are in range (see
+    _CRON_FIELDS), with `?` in exactly one of day-of-month and day-of-week."""
     text = raw.strip()
-    rate, cron = _RATE.match(text), _CRON.match(text)
+    rate, cron = _RATE.fullmatch(text), _CRON.fullmatch(text)
     if rate:
         value, unit = int(rate["value"]), rate["unit"]
         if value < 1:
@@ -331,18 +444,23 @@ def _schedule(raw: str, key: str) -> str:
         return text
     if cron:
         fields = cron["fields"].split()
-        if len(fields) != 6 or not all(_CRON_FIELD.match(f) for f in fields):
+        if len(fields) != 6 or not all(_CRON_FIELD.fullmatch(f) for f in fields):
             raise _fail(key, "a cron expression has six fields (minutes hours day-of-month month "
                              f"day-of-week year), got {raw!r}")
-        if "?" not in (fields[2], fields[4]):
-            raise _fail(key, f"cron needs ? in day-of-month or day-of-week, got {raw!r}")
+        for field, spec in zip(fields, _CRON_FIELDS):
+            if not _cron_field_ok(field, spec):
+                raise _fail(key, f"cron {spec[0]} field {field!r} is not one EventBridge takes "
+                                 f"({_cron_field_rule(spec)}), got {raw!r}")
+        if (fields[2] == "?") == (fields[4] == "?"):
+            raise _fail(key, "cron needs ? in exactly one of day-of-month and day-of-week "
+                             f"(EventBridge's rule), got {raw!r}")
         return text
     raise _fail(key, f"expected an EventBridge schedule like rate(1 minute), got {raw!r}")
 
 
 def schedule_minutes(expression: str) -> Optional[int]:
     """Minutes between runs of a `rate(...)` schedule; None for cron."""
-    rate = _RATE.match(expression)
+    rate = _RATE.fullmatch(expression)
     if not rate:
         return None
     return int(rate["value"]) * {"minute": 1, "hour": 60, "day": 1440}[rate["unit"].rstrip("s")]
@@ -350,39 +468,51 @@ def schedule_minutes(expression: str) -> Optional[int]:
 
 def _spot_price(raw: str, key: str) -> Optional[str]:
     value = raw.strip()
-    if value and (not _PRICE.match(value) or float(value) <= 0):
+    if _NOT_FINITE.fullmatch(value):
+        raise _fail(key, f"{raw!r} is not a number; expected a price in USD per hour like 0.25")
+    if value and (not _PRICE.fullmatch(value) or float(value) <= 0):
         raise _fail(key, f"expected a price in USD per hour like 0.25, got {raw!r}")
     return value or None
 
 
 def _ami(raw: str, key: str) -> Optional[str]:
     value = raw.strip()
-    if value and not re.match(r"^ami-[0-9a-f]{8,17}$", value):
+    if value and not _AMI.fullmatch(value):
         raise _fail(key, f"expected an AMI id like ami-0123456789abcdef0, got {raw!r}")
     return value or None
 
 
 def _cluster_id(raw: str, key: str) -> str:
     value = str(raw).strip()
-    if not _K8S_NAME.match(value):
-        raise _fail(key, f"{raw!r} is not a DNS label (lower case, digits, '-'), as Liqo wants cluster ids")
+    problem = _dns_label_problem(value)
+    if problem:
+        raise _fail(key, f"{problem}, as Liqo wants cluster ids")
     return value
 
 
-_LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+_LABEL_KEY = re.compile(r"([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
 
 
 def _label_key(raw: str, key: str) -> str:
     value = str(raw).strip()
-    if not _LABEL_KEY.match(value):
+    prefix, _, name = value.rpartition("/")
+    if len(name) > 63:
+        raise _fail(key, f"the name part {name!r} is {len(name)} characters, longer than 63 "
+                         "(the most a Kubernetes label key's name holds)")
+    if len(prefix) > 253:
+        raise _fail(key, f"the prefix is {len(prefix)} characters, longer than 253 (the most a DNS name holds)")
+    if not _LABEL_KEY.fullmatch(value):
         raise _fail(key, f"{raw!r} is not a Kubernetes label key like kubernetes.io/hostname")
     return value
 
 
 def _emails(raw: str, key: str) -> tuple[str, ...]:
     emails = _string_list(raw, key)
+    if len(emails) > BUDGET_MAX_EMAILS:
+        raise _fail(key, f"{len(emails)} addresses, but an AWS Budgets notification takes at most "
+                         f"{BUDGET_MAX_EMAILS} e-mail subscribers")
     for email in emails:
-        if not _EMAIL.match(email):
+        if not _EMAIL.fullmatch(email):
             raise _fail(key, f"{email!r} is not an e-mail address")
     return emails
 
@@ -456,6 +586,8 @@ def _unknown_key_problem(raw: Mapping[str, Any]) -> Optional[str]:
                 hint = f"did you mean {NAMESPACE}:{guess[0]}?" if guess else "see the config block of Pulumi.yaml"
                 return f"{full}: unknown key ({hint})"
         elif namespace == "aws":
+            if key == "profile":
+                return _PROFILE_REFUSED
             if key not in AWS_KEYS:
                 guess = difflib.get_close_matches(key, AWS_KEYS, n=1)
                 hint = f"did you mean aws:{guess[0]}? " if guess else ""
@@ -481,7 +613,7 @@ def parse(raw: Mapping[str, Any], *, project: str, stack: str,
     region = raw.get("aws:region")
     if not region:
         raise ConfigError("aws:region: not set (pulumi config set aws:region us-east-1)")
-    if not _REGION.match(str(region)):
+    if not _REGION.fullmatch(str(region)):
         raise ConfigError(f"aws:region: not a region name like us-east-1, got {region!r}")
 
     values: dict[str, Any] = {}
@@ -499,9 +631,7 @@ def parse(raw: Mapping[str, Any], *, project: str, stack: str,
             value = pulumi.Output.secret(value)
         values[spec.attr] = value
 
-    profile = raw.get("aws:profile") or None
     config = StackConfig(project=project, stack=stack, region=str(region),
-                         aws_profile=str(profile) if profile else None,
                          aws_allowed_account_ids=_account_ids(raw.get("aws:allowedAccountIds")),
                          **values)
     _check_relations(config)
@@ -515,7 +645,7 @@ def _account_ids(raw: Any) -> tuple[str, ...]:
         ids = json.loads(raw) if isinstance(raw, str) else raw
     except json.JSONDecodeError:
         ids = None
-    if not isinstance(ids, list) or not all(isinstance(i, str) and re.match(r"^\d{12}$", i) for i in ids):
+    if not isinstance(ids, list) or not all(isinstance(i, str) and _ACCOUNT_ID.fullmatch(i) for i in ids):
         raise ConfigError(f"aws:allowedAccountIds: expected an array of 12-digit account ids, got {raw!r}")
     return tuple(ids)
 
@@ -555,9 +685,13 @@ def _check_relations(cfg: StackConfig) -> None:
             if value is None:
                 raise _fail(key, "is needed with hybrid-llm:homelabKubeconfig (Liqo's chart wants the homelab's "
                                  "ranges; Talos defaults are 10.244.0.0/16 and 10.96.0.0/12)")
-    longest = f"{cfg.project}-{cfg.stack}-gpu-{cfg.gpu_workers - 1}"
+    longest = liqo.worker_cluster_id(cfg.project, cfg.stack, f"gpu-{cfg.gpu_workers - 1}")
     if len(longest) > 63:
         raise ConfigError(f"stack name {cfg.stack!r}: worker cluster ids like {longest} must fit in 63 characters")
+    if not _K8S_NAME.fullmatch(longest):
+        suggestion = re.sub(r"[^a-z0-9-]+", "-", cfg.stack.lower()).strip("-") or "dev"
+        raise ConfigError(f"stack name {cfg.stack!r}: worker cluster ids like {longest} must be DNS labels "
+                          f"(lower case, digits, '-') as Liqo wants; use a stack name like {suggestion!r}")
 
     _check_placement(cfg)
 
@@ -605,6 +739,60 @@ def _check_placement(cfg: StackConfig) -> None:
     if len(cfg.homelab_nodes) > 1 and cfg.homelab_lighthouse_lan_ip is None:
         raise _fail("homelabLighthouseLanIp", "is needed with lighthousePlacement homelab and more than one "
                                               "homelab node: the other nodes dial the lighthouse node there")
+
+
+_POLICY_DIR = Path(__file__).resolve().parent.parent / "policy"
+_NEBULA_RULE = "no-open-ingress"
+
+
+def _policy_rules():
+    """The policy pack's rules module (policy/rules.py, standard library only), loaded
+    by path: the pack is no package of this program."""
+    name = "_hybrid_llm_policy_rules"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, _POLICY_DIR / "rules.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module      # its dataclasses look their module up there
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[name]
+            raise
+    return sys.modules[name]
+
+
+def policy_pack_port_problem(port: str, pack_config: Path) -> Optional[str]:
+    """Why the policy pack, run with `pack_config` as its `--policy-pack-config`,
+    would refuse the world-open Nebula rule that `nebulaPort` gives the security
+    groups (components/aws/network.py), in the pack's own words; None if it would
+    not, or if `port` is no whole number (`parse` says so)."""
+    text = str(port).strip()
+    if not _WHOLE.fullmatch(text) or len(text) > 6:
+        return None
+    try:
+        settings = json.loads(pack_config.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        return (f"{NAMESPACE}:nebulaPort: cannot check it against the policy pack: "
+                f"{pack_config.parent.name}/{pack_config.name} is not readable JSON ({err})")
+    settings = settings if isinstance(settings, dict) else {}
+    rule_config = settings.get(_NEBULA_RULE)
+    # A policy's config is its enforcement level, or an object that may carry one;
+    # "all" sets the pack's. Advisory or disabled, the pack refuses nothing.
+    levels = [level for level in (c if isinstance(c, str) else c.get("enforcementLevel")
+                                  for c in (settings.get("all"), rule_config) if isinstance(c, (str, dict)))
+              if level]
+    if levels and levels[-1] in ("advisory", "disabled"):
+        return None
+    rules = _policy_rules()
+    props = {"ipProtocol": "udp", "fromPort": int(text), "toPort": int(text), "cidrIpv4": "0.0.0.0/0"}
+    found = rules.violations(rules.SG_INGRESS, props, "nebula",
+                             {_NEBULA_RULE: rule_config if isinstance(rule_config, dict) else {}})
+    for message in found.get(_NEBULA_RULE, []):
+        reason = message.removeprefix("nebula: ")
+        return (f"{NAMESPACE}:nebulaPort: {text} is refused by the policy pack run with "
+                f"{pack_config.parent.name}/{pack_config.name} ({_NEBULA_RULE}: {reason}); "
+                "give both the same port")
+    return None
 
 
 def _raw_from_runtime() -> tuple[dict[str, Any], frozenset[str]]:

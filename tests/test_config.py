@@ -471,3 +471,10 @@ def test_ollama_model_names_are_accepted(model):
 @pytest.mark.parametrize("model", ["llama3 2", "-x", "a::b", "hf.co//x", ""])
 def test_malformed_model_names_are_refused(run_program, model):
     assert _error(run_program, {"hybrid-llm:models": json.dumps([model])}).startswith("hybrid-llm:models:")
+
+
+def test_aws_profile_is_refused_with_what_to_do_instead(run_program):
+    """A profile in the provider's state breaks `pulumi destroy` wherever it does
+    not exist; credentials come from the environment of whoever runs Pulumi."""
+    message = _error(run_program, {"aws:profile": "homelab"})
+    assert message.startswith("aws:profile:") and "export AWS_PROFILE=" in message

@@ -37,7 +37,7 @@ def test_json_lists_the_network_with_inputs(planned):
     by_type = {}
     for resource in document["resources"]:
         by_type.setdefault(resource["type"], []).append(resource)
-        assert set(resource) == {"type", "name", "urn", "parent", "custom", "inputs"}
+        assert set(resource) == {"type", "name", "urn", "parent", "custom", "inputs", "dependencies", "provider"}
     for needed in ("aws:ec2/vpc:Vpc", "aws:ec2/subnet:Subnet", "aws:ec2/internetGateway:InternetGateway",
                    "aws:ec2/routeTable:RouteTable", "aws:ec2/securityGroup:SecurityGroup"):
         assert needed in by_type, needed
@@ -132,3 +132,175 @@ def test_a_new_render_removes_what_an_older_render_wrote(tmp_path):
     assert (out / "workers" / "gpu-0" / "boot.sh").exists()
     assert (out / "notes.txt").read_text() == "mine", "files the plan did not write are kept"
     assert not list(out.rglob(".*.tmp*")) and not [p for p in out.rglob(".boot.sh.*")]
+
+
+# --- --render writes and deletes only inside DIR -----------------------------------------
+
+
+def _fake_plan(*paths: str):
+    """A plan whose render writes exactly these files (no Kubernetes documents)."""
+    from tools import harness
+
+    return harness.Plan(stack="dev", config={},
+                        files=[harness.RenderedFile(path=p, content=f"{p}\n", secret=False) for p in paths])
+
+
+def _render(paths, directory):
+    from tools import plan as plan_tool
+
+    return plan_tool.render(_fake_plan(*paths), directory, show_secrets=False)
+
+
+def test_render_ignores_an_absolute_entry_in_its_record(tmp_path):
+    """End to end: a `.plan-render` naming a file outside DIR by absolute path
+    leaves that file (and its emptied folders) alone, with one warning line."""
+    victim = tmp_path / "outside" / "deep" / "victim.txt"
+    victim.parent.mkdir(parents=True)
+    victim.write_text("keep me")
+    out = tmp_path / "render"
+    out.mkdir()
+    (out / ".plan-render").write_text(f"{victim}\n")
+    result = plan("--render", str(out))
+    assert result.returncode == 0, result.stderr
+    assert victim.read_text() == "keep me"
+    warnings = [line for line in result.stderr.splitlines() if str(victim) in line]
+    assert len(warnings) == 1 and warnings[0].startswith("warning:") and "Traceback" not in result.stderr
+    assert str(victim) not in (out / ".plan-render").read_text()
+
+
+def test_render_ignores_dotdot_and_escaping_entries(tmp_path, capsys):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "a.txt").write_text("keep")
+    out = tmp_path / "render"
+    out.mkdir()
+    (out / ".plan-render").write_text("../outside/a.txt\nsub/../../outside/a.txt\n")
+    _render(["workers/gpu-0/boot.sh"], out)
+    assert (outside / "a.txt").read_text() == "keep"
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and all(line.startswith("warning:") for line in err), err
+
+
+def test_render_deletes_nothing_through_a_symlink_inside_dir(tmp_path, capsys):
+    outside = tmp_path / "outside"
+    (outside / "sub").mkdir(parents=True)
+    (outside / "sub" / "victim.txt").write_text("keep")
+    out = tmp_path / "render"
+    out.mkdir()
+    (out / "link").symlink_to(outside, target_is_directory=True)
+    (out / ".plan-render").write_text("link/sub/victim.txt\n")
+    _render(["workers/gpu-0/boot.sh"], out)
+    assert (outside / "sub" / "victim.txt").read_text() == "keep"
+    assert (outside / "sub").is_dir(), "an emptied folder outside DIR is never removed"
+    assert (out / "link").is_symlink(), "the link itself was not written by the plan: kept"
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("warning:") and "link/sub/victim.txt" in err[0]
+
+
+def test_render_writes_nothing_through_a_symlink_inside_dir(tmp_path):
+    from tools import plan as plan_tool
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    out = tmp_path / "render"
+    (out / "workers").mkdir(parents=True)
+    (out / "workers" / "gpu-0").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(plan_tool.WriteError) as caught:
+        _render(["workers/gpu-0/boot.sh"], out)
+    assert "symlink" in str(caught.value) and "\n" not in str(caught.value)
+    assert list(outside.iterdir()) == []
+    # a symlink at the file's own name is replaced, never written through
+    target = outside / "target.txt"
+    target.write_text("keep")
+    (out / "workers" / "gpu-0").unlink()
+    (out / "workers" / "gpu-0").mkdir()
+    (out / "workers" / "gpu-0" / "boot.sh").symlink_to(target)
+    _render(["workers/gpu-0/boot.sh"], out)
+    assert target.read_text() == "keep"
+    boot = out / "workers" / "gpu-0" / "boot.sh"
+    assert not boot.is_symlink() and boot.read_text() == "workers/gpu-0/boot.sh\n"
+
+
+def test_render_through_a_symlinked_dir_writes_into_its_target(tmp_path):
+    """DIR itself may be a symlink the user names: it is resolved once."""
+    real = tmp_path / "real"
+    real.mkdir()
+    alias = tmp_path / "alias"
+    alias.symlink_to(real, target_is_directory=True)
+    _render(["a/b.txt"], alias)
+    assert (real / "a" / "b.txt").read_text() == "a/b.txt\n"
+    _render(["c.txt"], alias)
+    assert not (real / "a").exists() and (real / "c.txt").exists()
+    assert alias.is_symlink() and real.is_dir()
+
+
+def test_render_prunes_emptied_folders_only_inside_dir(tmp_path, capsys):
+    out = tmp_path / "render"
+    _render(["x/y/z.txt", "keep.txt"], out)
+    _render(["keep.txt"], out)
+    assert not (out / "x").exists(), "emptied folders inside DIR are removed"
+    assert out.is_dir() and (out / "keep.txt").exists()
+    _render([], out)
+    assert out.is_dir() and not (out / "keep.txt").exists(), "DIR itself is kept, even empty of our files"
+    assert (out / ".plan-render").read_text() == ""
+    assert capsys.readouterr().err == ""
+
+
+def test_render_keeps_what_replaced_a_file_it_wrote(tmp_path):
+    """A listed name that is now a folder is not ours to delete."""
+    out = tmp_path / "render"
+    _render(["a.txt"], out)
+    (out / "a.txt").unlink()
+    (out / "a.txt").mkdir()
+    (out / "a.txt" / "mine").write_text("mine")
+    _render([], out)
+    assert (out / "a.txt" / "mine").read_text() == "mine"
+
+
+# --- --help ---------------------------------------------------------------------------
+
+
+def test_help_describes_every_option():
+    result = plan("--help")
+    assert result.returncode == 0 and result.stderr == ""
+    text = " ".join(result.stdout.split())
+    described = {
+        "--stack STACK": ["Pulumi.<STACK>.yaml", "default: dev"],
+        "--set KEY=VALUE": ["pulumi config set", "repeat"],
+        "--json FILE": ["every resource", "not written unless given"],
+        "--render DIR": ["generated file", ".plan-render", "only inside DIR"],
+        "--show-secrets": ["[secret]", "0600"],
+        "-h, --help": ["show this help message"],
+    }
+    for option, words in described.items():
+        assert option in text, option
+        for word in words:
+            assert word in text, (option, word)
+    examples = result.stdout.split("examples:", 1)[1]
+    assert examples.count("tools/plan.py ") >= 2
+    assert "exit" in text.lower() and "2" in text
+
+
+def test_json_carries_each_resources_dependencies_and_the_destroy_order(tmp_path, capsys):
+    """What `pulumi destroy` orders deletes by, from the program itself: a test or a
+    reader can replay the engine's order (tools/destroy_order.py) from the file."""
+    from tools import destroy_order
+    from tools import plan as plan_tool
+
+    out = tmp_path / "plan.json"
+    assert plan_tool.main(["--stack", "dev", "--json", str(out), "--destroy-order"]) == 0
+    printed = capsys.readouterr().out
+    data = json.loads(out.read_text())
+    resources = {r["urn"]: r for r in data["resources"]}
+    instance = next(r for r in data["resources"] if r["name"] == "hybrid-llm-dev-gpu-0-instance")
+    guard = next(r for r in data["resources"] if r["name"] == "hybrid-llm-dev-gpu-0-spot-guard")
+    assert instance["urn"] in guard["dependencies"]
+    assert instance["provider"] and resources[instance["provider"]]["type"] == "pulumi:providers:aws"
+    order = data["destroyOrder"]
+    assert sorted(u for wave in order for u in wave) == sorted(resources)
+    wave = destroy_order.wave_of(order)
+    assert wave[guard["urn"]] < wave[instance["urn"]] < wave[instance["provider"]]
+    section = printed.split("Destroy order (pulumi destroy, first wave first):\n", 1)[1]
+    listed = [line for line in section.splitlines() if line.strip().split(".", 1)[0].isdigit()]
+    assert len(listed) == len(order)
+    assert "hybrid-llm-dev-gpu-0-spot-guard" in listed[wave[guard["urn"]]]

@@ -426,3 +426,108 @@ def test_analyzer_takes_the_nebula_port_from_pack_config(analyzer, dev_plan):
     analyzer.Configure(analyzer_pb2.ConfigureAnalyzerRequest(policyConfig={
         "no-open-ingress": analyzer_pb2.PolicyConfig(enforcementLevel=analyzer_pb2.MANDATORY, properties=settings)}))
     assert list(_analyze(analyzer, rules.SG_INGRESS, name, moved)) == []
+
+
+# --- the pack offline: `python -m policy PLAN.json` over tools/plan.py --json ------------
+
+
+def run_offline(*args: str, cwd=ROOT):
+    import subprocess
+
+    return subprocess.run([sys.executable, "-m", "policy", *args], cwd=cwd,
+                           capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def plan_document(tmp_path_factory) -> dict:
+    """The dev stack's plan JSON, written by tools/plan.py as a user would."""
+    import subprocess
+
+    path = tmp_path_factory.mktemp("offline") / "plan.json"
+    result = subprocess.run([sys.executable, str(ROOT / "tools" / "plan.py"), "--json", str(path)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return json.loads(path.read_text())
+
+
+def _write_plan(tmp_path, document, name="plan.json"):
+    path = tmp_path / name
+    path.write_text(json.dumps(document))
+    return path
+
+
+def _mutated(document: dict, resource_type: str, change) -> tuple[dict, dict]:
+    document = copy.deepcopy(document)
+    resource = next(r for r in document["resources"] if r["type"] == resource_type)
+    change(resource["inputs"])
+    return document, resource
+
+
+def test_offline_clean_plan_exits_0(plan_document, tmp_path):
+    result = run_offline(str(_write_plan(tmp_path, plan_document)))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout == "" and "Traceback" not in result.stderr
+    assert f"{len(plan_document['resources'])} resources" in result.stderr and "no violations" in result.stderr
+
+
+@pytest.mark.parametrize("resource_type,change,rule", [
+    (rules.VOLUME, lambda p: p.update(encrypted=False), "ebs-encrypted"),
+    (rules.LAUNCH_TEMPLATE, lambda p: p["metadataOptions"].update(httpTokens="optional"), "imdsv2-required"),
+])
+def test_offline_mutated_plan_exits_1_naming_the_rule(plan_document, tmp_path, resource_type, change, rule):
+    document, resource = _mutated(plan_document, resource_type, change)
+    result = run_offline(str(_write_plan(tmp_path, document)))
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"{rule}: {resource['urn']}: ")
+    assert "Traceback" not in result.stderr and "1 violation" in result.stderr
+
+
+def test_offline_takes_the_pack_config(plan_document, tmp_path):
+    """Like --policy-pack-config: the Nebula port comes from the pack's config file."""
+    document, _ = _mutated(plan_document, rules.SG_INGRESS, lambda p: p.update(fromPort=5353, toPort=5353))
+    path = _write_plan(tmp_path, document)
+    moved = run_offline(str(path))
+    assert moved.returncode == 1 and moved.stdout.startswith("no-open-ingress: ")
+    (tmp_path / "config.json").write_text(json.dumps({"no-open-ingress": {"nebulaPort": 5353}}))
+    assert run_offline(str(path), "--config", str(tmp_path / "config.json")).returncode == 0
+
+
+@pytest.mark.parametrize("content", [None, "{not json", '{"resources": 3}', "[]", b"\xff\xfe"])
+def test_offline_unusable_file_exits_2_with_one_line(tmp_path, content):
+    path = tmp_path / "plan.json"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
+        path.write_text(content)
+    result = run_offline(str(path))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(path) in lines[0], result.stderr
+    assert lines[0].startswith("error: ") and result.stdout == ""
+
+
+def test_offline_help_explains():
+    result = run_offline("--help")
+    assert result.returncode == 0
+    text = " ".join(result.stdout.split())
+    for words in ("PLAN.json", "tools/plan.py --json", "exit", "--config"):
+        assert words in text, words
+    missing = run_offline("nosuch.json", cwd=ROOT)
+    assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1
+
+
+def test_pack_starts_as_the_language_host_starts_it():
+    """`pulumi preview --policy-pack policy` runs `python -u -m pulumi.policy ENGINE DIR`
+    in the pack's folder, which runs `__main__.py` by path: that is the analyzer, not
+    the offline command line, and it prints its port."""
+    import subprocess
+
+    process = subprocess.Popen([sys.executable, "-u", "-m", "pulumi.policy", "127.0.0.1:1", str(ROOT / "policy")],
+                               cwd=ROOT / "policy", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert int(process.stdout.readline()) > 0
+    finally:
+        process.kill()
+        process.wait()

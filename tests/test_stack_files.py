@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from components.config import ConfigError
 from tests.conftest import ROOT
 from tools import harness
 
@@ -62,3 +63,104 @@ def test_a_stack_file_that_is_not_utf8(tmp_path):
     (root / "Pulumi.dev.yaml").write_bytes(b"config:\n  aws:region: \xff\xfe\n")
     with pytest.raises(harness.StackConfigFileError, match=r"^Pulumi.dev.yaml: cannot read it"):
         harness.stack_config("dev", root=root)
+
+
+# --- stack files read as the Pulumi CLI reads them (Go yaml.v3, YAML 1.2 booleans) ---
+
+PORT_BLOCK = "  nebulaPort:\n    type: integer\n    default: 4242\n"
+
+
+def test_a_plain_text_secret_in_a_stack_file_is_refused(tmp_path):
+    """Offline every key the program wants secret counts as a secret (it stands for
+    `--set` of `pulumi config set --secret`); one written in plain text in a stack
+    file is not one, as the CLI path refuses it."""
+    root = _project(tmp_path, PORT_BLOCK,
+                    "config:\n  aws:region: us-east-1\n  hybrid-llm:homelabKubeconfig: 'apiVersion: v1'\n")
+    with pytest.raises(harness.StackConfigFileError) as info:
+        harness.stack_config("dev", root=root)
+    message = str(info.value)
+    assert message.startswith("Pulumi.dev.yaml: hybrid-llm:homelabKubeconfig:") and "--secret" in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("stack_text,default", [
+    ("config:\n  aws:region: us-east-1\n  hybrid-llm:nebulaPort: 4343\n", "4242"),
+    ("config:\n  aws:region: us-east-1\n", "4343"),
+])
+def test_a_nebula_port_the_policy_pack_refuses(tmp_path, stack_text, default):
+    """The pack (policy/config.json) lets only UDP on its nebulaPort in from anywhere."""
+    root = _project(tmp_path, PORT_BLOCK.replace("4242", default), stack_text)
+    (root / "policy").mkdir()
+    (root / "policy" / "config.json").write_text('{"no-open-ingress": {"nebulaPort": 4242}}\n')
+    with pytest.raises(harness.StackConfigFileError) as info:
+        harness.stack_config("dev", root=root)
+    message = str(info.value)
+    assert "hybrid-llm:nebulaPort: 4343" in message and "only UDP 4242" in message and "\n" not in message
+    assert harness.stack_config("dev", {"hybrid-llm:nebulaPort": "4242"}, root=root) if default == "4242" else True
+
+
+@pytest.mark.parametrize("pack_config", ['{"no-open-ingress": {"nebulaPort": 4343}}', '{"no-open-ingress": "disabled"}',
+                                         '{"all": "advisory", "no-open-ingress": {"nebulaPort": 4242}}'])
+def test_a_nebula_port_the_policy_pack_lets_in(tmp_path, pack_config):
+    root = _project(tmp_path, PORT_BLOCK, "config:\n  aws:region: us-east-1\n  hybrid-llm:nebulaPort: 4343\n")
+    (root / "policy").mkdir()
+    (root / "policy" / "config.json").write_text(pack_config)
+    assert harness.stack_config("dev", root=root)["hybrid-llm:nebulaPort"] == "4343"
+
+
+@pytest.mark.parametrize("text,key", [
+    ("config:\n  aws:region: us-east-1\n  hybrid-llm:gpuWorkers: 1\n  hybrid-llm:gpuWorkers: 2\n",
+     "hybrid-llm:gpuWorkers"),
+    ("config:\n  aws:region: us-east-1\n  gpuWorkers: 1\n  hybrid-llm:gpuWorkers: 2\n", "hybrid-llm:gpuWorkers"),
+    ("config:\n  aws:region: us-east-1\nconfig:\n  aws:region: eu-west-1\n", "config"),
+])
+def test_a_duplicated_key_is_refused(tmp_path, text, key):
+    """The CLI's YAML parser refuses a key given twice; PyYAML keeps the last."""
+    root = _project(tmp_path, PORT_BLOCK, text)
+    with pytest.raises(harness.StackConfigFileError) as info:
+        harness.stack_config("dev", root=root)
+    message = str(info.value)
+    assert message.startswith("Pulumi.dev.yaml:") and key in message and "twice" in message, message
+
+
+@pytest.mark.parametrize("word", ["yes", "no", "on", "off", "y", "n", "Yes", "OFF"])
+def test_yaml_11_booleans_are_strings_as_the_cli_reads_them(tmp_path, run_program, word):
+    root = _project(tmp_path, PORT_BLOCK, f"config:\n  aws:region: us-east-1\n  hybrid-llm:gpuSpot: {word}\n")
+    assert harness.stack_config("dev", root=root)["hybrid-llm:gpuSpot"] == word
+    with pytest.raises(ConfigError, match=r"^hybrid-llm:gpuSpot: expected true or false"):
+        run_program({"hybrid-llm:gpuSpot": word})
+
+
+@pytest.mark.parametrize("value,read", [("true", "true"), ("False", "false"), ("4242", "4242"), ("0.25", "0.25"),
+                                         ("'1_0'", "1_0"), ("1:30", "1:30"),
+                                         ("4242.0", "4242")])
+def test_stack_file_scalars_reach_the_program_as_the_cli_hands_them(tmp_path, value, read):
+    root = _project(tmp_path, PORT_BLOCK, f"config:\n  aws:region: us-east-1\n  hybrid-llm:x: {value}\n")
+    assert harness.stack_config("dev", root=root)["hybrid-llm:x"] == read
+
+
+@pytest.mark.parametrize("value", ["1_0", "010", "0x10", "0o10", "0b10", "1e3", "+5", ".nan", ".inf", "-.inf",
+                                   "2024-01-01"])
+def test_a_number_yaml_would_reinterpret_is_refused(tmp_path, value):
+    """The CLI's YAML reads `1_0` as 10, `010` as 8 and `2024-01-01` as a date: refused, naming the key."""
+    root = _project(tmp_path, PORT_BLOCK, f"config:\n  aws:region: us-east-1\n  hybrid-llm:gpuWorkers: {value}\n")
+    with pytest.raises(harness.StackConfigFileError) as info:
+        harness.stack_config("dev", root=root)
+    message = str(info.value)
+    assert message.startswith("Pulumi.dev.yaml: hybrid-llm:gpuWorkers:") and "\n" not in message, message
+
+
+@pytest.mark.parametrize("key", ["confg", "Config", "secretprovider", "stack"])
+def test_an_unknown_top_level_key_is_refused(tmp_path, key):
+    """A misspelt `config:` once surfaced as a missing aws:region."""
+    root = _project(tmp_path, PORT_BLOCK, f"{key}:\n  aws:region: us-east-1\n")
+    with pytest.raises(harness.StackConfigFileError) as info:
+        harness.stack_config("dev", root=root)
+    message = str(info.value)
+    assert message.startswith(f"Pulumi.dev.yaml: {key}: unknown top-level key") and "\n" not in message, message
+
+
+def test_the_known_top_level_keys_are_accepted(tmp_path):
+    root = _project(tmp_path, PORT_BLOCK, "secretsprovider: passphrase\nencryptionsalt: v1:abc\n"
+                                          "config:\n  aws:region: us-east-1\n")
+    assert harness.stack_config("dev", root=root)["aws:region"] == "us-east-1"

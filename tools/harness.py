@@ -8,8 +8,13 @@ then `--set` overrides, as the CLI would merge them.
 from __future__ import annotations
 
 import asyncio
+import datetime
+import decimal
+import difflib
 import json
+import math
 import os
+import re
 import runpy
 import sys
 from dataclasses import dataclass, field
@@ -28,7 +33,7 @@ from pulumi.runtime.stack import run_pulumi_func  # noqa: E402
 from pulumi.runtime.sync_await import _sync_await  # noqa: E402
 
 from components import generated  # noqa: E402
-from components.config import KEYS  # noqa: E402
+from components.config import KEYS, policy_pack_port_problem  # noqa: E402
 from tools.mocks import AwsMocks  # noqa: E402
 
 PROJECT = "hybrid-llm"
@@ -39,21 +44,195 @@ class StackConfigFileError(Exception):
     """A stack file or a --set that cannot be read."""
 
 
+# The top-level keys of a stack file (Pulumi's "stack settings file reference").
+STACK_FILE_KEYS = ("config", "secretsprovider", "encryptedkey", "encryptionsalt", "environment")
+
+
+# --- YAML as the Pulumi CLI reads it -------------------------------------------------
+#
+# The CLI reads project and stack files with Go's gopkg.in/yaml.v3, not YAML 1.1 as
+# PyYAML does: only true/false (True, TRUE, ...) are booleans, so `yes`, `no`, `on`,
+# `off` are strings; `1:30` is a string, not the sexagesimal 90; a key given twice
+# is an error. Numbers follow yaml.v3's resolve.go: `_` is dropped, then Go's
+# ParseInt with base 0 (so 0x10, 0o10, 0b10, and `010` as the octal 8), then a
+# YAML float; a date (2024-01-01) becomes a timestamp. The CLI hands the program a
+# number as JSON. A plain decimal is passed on so; every other spelling of a number
+# or a date is refused, naming the key, since the CLI would hand the program a value
+# other than the one written.
+
+
+@dataclass(frozen=True)
+class _YamlNumber:
+    """A plain scalar the CLI reads as a number or a timestamp: as written, and as read."""
+
+    text: str
+    value: Any          # int, float, or the timestamp's text (a str)
+
+
+_PLAIN_DECIMAL = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?")
+_GO_FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?")
+_GO_SPECIAL_FLOATS = {**{s: math.nan for s in (".nan", ".NaN", ".NAN")},
+                      **{s: math.inf for s in (".inf", ".Inf", ".INF", "+.inf", "+.Inf", "+.INF")},
+                      **{s: -math.inf for s in ("-.inf", "-.Inf", "-.INF")}}
+_GO_DATE = re.compile(r"[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}([Tt ].*)?")
+_INT64 = (-2 ** 63, 2 ** 63 - 1)
+
+
+def _go_parse_int(text: str, base: int = 0) -> Optional[int]:
+    """Go's strconv.ParseInt(text, base, 64) (then ParseUint): None where both fail."""
+    sign, digits = (-1, text[1:]) if text[:1] == "-" else (1, text[1:] if text[:1] == "+" else text)
+    if base == 0:
+        prefix = digits[:2].lower()
+        base, digits = {"0x": (16, digits[2:]), "0o": (8, digits[2:]), "0b": (2, digits[2:])}.get(
+            prefix, (8, digits[1:]) if digits[:1] == "0" and len(digits) > 1 else (10, digits))
+    alphabet = "0123456789abcdef"[:base]
+    if not digits or any(c not in alphabet for c in digits.lower()):
+        return None
+    value = sign * int(digits, base)
+    if _INT64[0] <= value <= _INT64[1] or (sign == 1 and text[:1] != "+" and value < 2 ** 64):
+        return value
+    return None
+
+
+def _go_yaml_scalar(text: str) -> Any:
+    """What yaml.v3 makes of a plain scalar that starts like a number: a `_YamlNumber`,
+    or the text itself when it is a string there."""
+    if text in _GO_SPECIAL_FLOATS:
+        return _YamlNumber(text, _GO_SPECIAL_FLOATS[text])
+    if text.startswith("."):
+        return _YamlNumber(text, float(text)) if _GO_FLOAT.fullmatch(text) else text
+    if _GO_DATE.fullmatch(text) and _go_timestamp(text):
+        return _YamlNumber(text, _go_timestamp(text))
+    plain = text.replace("_", "")
+    number = _go_parse_int(plain)
+    if number is not None:
+        return _YamlNumber(text, number)
+    if _GO_FLOAT.fullmatch(plain):
+        return _YamlNumber(text, float(plain))
+    for prefix, base in (("0b", 2), ("-0b", 2), ("0o", 8), ("-0o", 8)):
+        if plain.startswith(prefix):
+            number = _go_parse_int(plain.replace(prefix, "-" if prefix[0] == "-" else "", 1), base)
+            return _YamlNumber(text, number) if number is not None else text
+    return text
+
+
+def _go_timestamp(text: str) -> Optional[str]:
+    """yaml.v3's timestamp forms (date, date and time): how the CLI then prints it."""
+    for form in ("%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S"):
+        try:
+            moment = datetime.datetime.strptime(text.rstrip("Zz").split(".")[0], form)
+        except ValueError:
+            continue
+        return moment.strftime("%Y-%m-%d %H:%M:%S +0000 UTC")
+    return None
+
+
+def _go_json_number(value: float | int) -> str:
+    """A number as Go's encoding/json writes it (1.0 is "1", 1e-05 is "0.00001")."""
+    if isinstance(value, int) or (value.is_integer() and abs(value) < 1e21):
+        return str(int(value))
+    text = repr(value)
+    if "e" in text and 1e-6 <= abs(value) < 1e21:
+        return format(decimal.Decimal(text), "f")
+    return text.replace("e-0", "e-").replace("e+0", "e+") if "e" in text else text
+
+
+class _Reinterpreted(ValueError):
+    """A number written so the CLI would hand the program something else."""
+
+
+def _number_string(number: _YamlNumber) -> str:
+    """The text the CLI hands the program for `number`, if that is what is written."""
+    value = number.value
+    if isinstance(value, str):
+        raise _Reinterpreted(f"YAML reads {number.text} as a date (the CLI hands the program {value!r}); "
+                             "quote it")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise _Reinterpreted(f"YAML reads {number.text} as {'not a number' if math.isnan(value) else 'infinity'}, "
+                             "which no key takes")
+    shown = _go_json_number(value)
+    if not _PLAIN_DECIMAL.fullmatch(number.text):
+        raise _Reinterpreted(f"YAML reads {number.text} as the number {shown}; write {shown}, "
+                             f"or quote '{number.text}' if you mean the text")
+    return shown
+
+
+def _plain_data(value: Any) -> Any:
+    """Lists and maps with their numbers as the CLI reads them (for JSON)."""
+    if isinstance(value, _YamlNumber):
+        return json.loads(_number_string(value))
+    if isinstance(value, list):
+        return [_plain_data(v) for v in value]
+    if isinstance(value, dict):
+        return {str(_key_text(k)): _plain_data(v) for k, v in value.items()}
+    return value
+
+
+def _key_text(key: Any) -> Any:
+    """A mapping key as written (a number-like key stays its text)."""
+    return key.text if isinstance(key, _YamlNumber) else key
+
+
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key: Any, first: int, again: int):
+        super().__init__(f"{key} is set twice (lines {first} and {again}); the Pulumi CLI refuses a key "
+                         "given twice")
+
+
+class _CliLoader(yaml.SafeLoader):
+    """PyYAML's safe loader resolving plain scalars as yaml.v3 does (see above), and
+    refusing a key given twice in one mapping."""
+
+    yaml_implicit_resolvers: dict = {}
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = _key_text(self.construct_object(key_node, deep=True))
+                line = key_node.start_mark.line + 1
+                try:
+                    if key in seen:
+                        raise _DuplicateKey(key, seen[key], line)
+                    seen[key] = line
+                except TypeError:
+                    continue        # an unhashable key: PyYAML refuses it below
+        return super().construct_mapping(node, deep=deep)
+
+
+_CLI_NUMBER_TAG = "tag:hybrid-llm,2025:cli-number"
+_CliLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"(?:true|True|TRUE|false|False|FALSE)\Z"),
+                                 list("tTfF"))
+_CliLoader.add_implicit_resolver("tag:yaml.org,2002:null", re.compile(r"(?:~|null|Null|NULL|)\Z"),
+                                 ["~", "n", "N", ""])
+_CliLoader.add_implicit_resolver("tag:yaml.org,2002:merge", re.compile(r"<<\Z"), ["<"])
+_CliLoader.add_implicit_resolver(_CLI_NUMBER_TAG, re.compile(r"[-+.0-9]"), list("-+.0123456789"))
+_CliLoader.add_constructor(_CLI_NUMBER_TAG, lambda loader, node: _go_yaml_scalar(loader.construct_scalar(node)))
+
+
 def _as_config_string(value: Any) -> str:
-    """Config values reach a Pulumi program as strings; arrays and maps as JSON."""
+    """Config values reach a Pulumi program as strings; arrays and maps as JSON, and
+    numbers as the CLI reads them (`_Reinterpreted` where that is not as written)."""
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, _YamlNumber):
+        return _number_string(value)
     if isinstance(value, (list, dict)):
-        return json.dumps(value)
+        return json.dumps(_plain_data(value))
     return str(value)
 
 
 def _load_yaml(path: Path) -> dict:
-    """A project or stack file as a mapping; anything else is one line naming the file."""
+    """A project or stack file as a mapping, read as the CLI reads it (`_CliLoader`);
+    anything else is one line naming the file."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_CliLoader)  # noqa: S506 (a safe loader)
     except (OSError, UnicodeDecodeError) as err:
         raise StackConfigFileError(f"{path.name}: cannot read it ({err})") from None
+    except _DuplicateKey as err:
+        raise StackConfigFileError(f"{path.name}: {err}") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
@@ -70,7 +249,18 @@ def _config_block(data: dict, path: Path) -> dict:
     block = data.get("config") or {}
     if not isinstance(block, dict):
         raise StackConfigFileError(f"{path.name}: `config:` must be a mapping of keys to values")
-    return block
+    return {_key_text(k): v for k, v in block.items()}
+
+
+def _stack_file_keys(data: dict, path: Path) -> None:
+    """A stack file holds STACK_FILE_KEYS only: a misspelt `config:` is not ignored."""
+    for key in data:
+        key = _key_text(key)
+        if key not in STACK_FILE_KEYS:
+            guess = difflib.get_close_matches(str(key).lower(), STACK_FILE_KEYS, n=1)
+            hint = f"did you mean {guess[0]}? " if guess else ""
+            raise StackConfigFileError(f"{path.name}: {key}: unknown top-level key ({hint}a stack file holds "
+                                       f"{', '.join(STACK_FILE_KEYS)})")
 
 
 def _full_key(key: str, project: str) -> str:
@@ -86,14 +276,17 @@ def project_schema(root: Optional[Path] = None) -> tuple[dict[str, str], set[str
     required: set[str] = set()
     for key, spec in _config_block(project, path).items():
         full = _full_key(key, project["name"])
-        if not isinstance(spec, dict):
-            defaults[full] = _as_config_string(spec)
-        elif "default" in spec or "value" in spec:
-            if spec.get("secret"):
-                raise StackConfigFileError(f"{path.name}: {full} is secret and cannot have a plain default")
-            defaults[full] = _as_config_string(spec["default"] if "default" in spec else spec["value"])
-        else:
-            required.add(full)
+        try:
+            if not isinstance(spec, dict):
+                defaults[full] = _as_config_string(spec)
+            elif "default" in spec or "value" in spec:
+                if spec.get("secret"):
+                    raise StackConfigFileError(f"{path.name}: {full} is secret and cannot have a plain default")
+                defaults[full] = _as_config_string(spec["default"] if "default" in spec else spec["value"])
+            else:
+                required.add(full)
+        except _Reinterpreted as err:
+            raise StackConfigFileError(f"{path.name}: {full}: {err}") from None
     return defaults, required
 
 
@@ -109,17 +302,41 @@ def stack_config(stack: str, overrides: Optional[Mapping[str, str]] = None,
     root = root or ROOT
     merged, required = project_schema(root)
     path = root / f"Pulumi.{stack}.yaml"
+    written: dict[str, str] = {}      # full key -> as the stack file writes it
     if path.exists():
-        for key, value in _config_block(_load_yaml(path), path).items():
+        data = _load_yaml(path)
+        _stack_file_keys(data, path)
+        for key, value in _config_block(data, path).items():
+            full = _full_key(str(key), PROJECT)
+            if full in written:
+                raise StackConfigFileError(f"{path.name}: {full} is set twice (as {written[full]} and {key}); "
+                                           "keep one")
+            written[full] = str(key)
             if isinstance(value, dict) and "secure" in value:
                 raise StackConfigFileError(
                     f"{key}: encrypted in {path.name}; the offline plan cannot decrypt it, pass --set {key}=..."
                 )
-            merged[_full_key(str(key), PROJECT)] = _as_config_string(value)
+            if full.partition(":")[2] in SECRET_KEYS and full.startswith(f"{PROJECT}:") and str(value).strip():
+                # Offline, every such key counts as a secret (`default_secret_keys`: a --set of it
+                # stands for `pulumi config set --secret`); written in plain text it is none.
+                raise StackConfigFileError(f"{path.name}: {full}: in plain text, but it holds credentials: "
+                                           f"set it with `pulumi config set --secret {full} ...`")
+            try:
+                merged[full] = _as_config_string(value)
+            except _Reinterpreted as err:
+                raise StackConfigFileError(f"{path.name}: {full}: {err}") from None
     elif stack != "dev":
         raise StackConfigFileError(f"no stack file {path.name}")
-    for key, value in (overrides or {}).items():
-        merged[key] = _as_config_string(value)
+    overrides = {key: _as_config_string(value) for key, value in (overrides or {}).items()}
+    port_key = f"{PROJECT}:nebulaPort"
+    pack_config = root / "policy" / "config.json"
+    if port_key in merged and pack_config.exists() and not {port_key, "nebulaPort"} & set(overrides):
+        # The port the stack deploys with (a --set is a what-if): the policy pack must let it in.
+        problem = policy_pack_port_problem(merged[port_key], pack_config)
+        if problem:
+            where = path.name if port_key in written else "Pulumi.yaml"
+            raise StackConfigFileError(f"{where}: {problem}")
+    merged.update(overrides)
     missing = sorted(required - set(merged))
     if missing:
         raise StackConfigFileError(f"Stack '{stack}' is missing configuration value '{missing[0]}' "
@@ -146,6 +363,7 @@ class PlannedResource:
     protect: bool = False
     retain_on_delete: bool = False
     dependencies: tuple[str, ...] = ()   # URNs it depends on: Pulumi deletes it before them
+    provider: Optional[str] = None       # `urn::id` of its explicit provider, if any
     ignore_changes: tuple[str, ...] = ()
     delete_before_replace: bool = False
 
@@ -261,6 +479,7 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
                 state=dict(registration.state), id=registration.id or None,
                 protect=bool(request.protect), retain_on_delete=bool(request.retainOnDelete),
                 dependencies=tuple(request.dependencies),
+                provider=request.provider or None,
                 ignore_changes=tuple(request.ignoreChanges),
                 delete_before_replace=bool(request.deleteBeforeReplace),
             ))

@@ -237,8 +237,6 @@ class GpuWorkerArgs:
     model_volume_gib: int
     spot: bool = True
     spot_max_price: Optional[str] = None
-    aws_profile: Optional[str] = None
-    """For the spot guard's cancel call on destroy (the stack's `aws:profile`)."""
     ami_id: Optional[str] = None
     protect_model_volume: bool = False
     serves_ollama: bool = True
@@ -359,7 +357,7 @@ class GpuWorker(pulumi.ComponentResource):
         # Created after the instance, deleted before it; the attachment waits for
         # it so that on delete the guard cancels only once the volume is detached.
         guard = SpotGuard(f"{name}-spot-guard", instance_id=instance.id, region=args.region,
-                          profile=args.aws_profile, opts=child) if args.spot else None
+                          opts=child) if args.spot else None
         aws.ec2.VolumeAttachment(
             f"{name}-models-attachment",
             instance_id=instance.id, volume_id=volume.id, device_name="/dev/sdf",

@@ -107,7 +107,9 @@ def root_device(image: aws.ec2.GetAmiResult, root_gib: int, key: str) -> str:
             size = (mapping.ebs or {}).get("volume_size")
             if size and root_gib and root_gib < int(size):
                 raise ConfigError(f"{NAMESPACE}:{key}: {root_gib} GiB is smaller than the root snapshot "
-                                  f"of {image.image_id} ({size} GiB); raise it, or pin the AMI id to keep")
+                                  f"of {image.image_id} ({size} GiB), and EC2 launches no root volume "
+                                  f"smaller than its snapshot; set it to 0 (the AMI's own size) or to "
+                                  f"{size} or more")
     return image.root_device_name
 
 

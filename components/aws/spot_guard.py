@@ -14,8 +14,15 @@ goes, with the volume safe (docs/lifecycle.md).
 Mechanism: a Python dynamic resource that depends on the instance, so Pulumi
 deletes it (and runs `delete` below) before the instance, both on `pulumi
 destroy` and when the instance is replaced. Creating it calls no AWS API.
-`delete` uses boto3 with the stack's region and `aws:profile`, otherwise the
-standard credential chain, the same credentials `pulumi destroy` runs with.
+
+`delete` uses boto3 in the stack's region with the credentials of whoever runs
+the destroy, like the AWS provider: credentials in the environment first (keys,
+`AWS_PROFILE`, a web identity token, container credentials), then a profile
+recorded in the state (only by versions before the stack refused `aws:profile`),
+only where this machine's shared config or credentials file has it, then boto3's
+default chain. A recorded profile is a laptop's; a destroy from CI, where it does
+not exist, must not fail on it (botocore lets an explicit profile override
+environment credentials).
 
 The provider is pickled into the stack's state by reference to this module, so
 this file stays at `components/aws/spot_guard.py` once a stack exists (`pulumi
@@ -24,7 +31,8 @@ destroy` finds the provider by this path; keep a shim here if it must move).
 
 from __future__ import annotations
 
-from typing import Any, Optional
+import os
+from typing import Any, Mapping, Optional
 
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, Resource, ResourceProvider, UpdateResult
@@ -49,10 +57,25 @@ def cancel_requests(ec2: Any, instance_id: str) -> list[str]:
     return ids
 
 
-def _ec2(region: str, profile: Optional[str]) -> Any:
+def environment_has_credentials(environ: Mapping[str, str] = os.environ) -> bool:
+    """The environment names credentials, as botocore reads them before any file."""
+    has = lambda *names: all(environ.get(n) for n in names)  # noqa: E731
+    return (has("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY") or has("AWS_PROFILE")
+            or has("AWS_DEFAULT_PROFILE") or has("AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ROLE_ARN")
+            or has("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI") or has("AWS_CONTAINER_CREDENTIALS_FULL_URI"))
+
+
+def deployer_session(region: str, profile: Optional[str]) -> Any:
+    """A boto3 session with the credentials of whoever runs the delete."""
     import boto3  # only a delete talks to AWS; previews and mocks never import it
 
-    return boto3.session.Session(profile_name=profile, region_name=region).client("ec2")
+    if profile and not environment_has_credentials() and profile in boto3.session.Session().available_profiles:
+        return boto3.session.Session(profile_name=profile, region_name=region)
+    return boto3.session.Session(region_name=region)
+
+
+def _ec2(region: str, profile: Optional[str]) -> Any:
+    return deployer_session(region, profile).client("ec2")
 
 
 class _Provider(ResourceProvider):

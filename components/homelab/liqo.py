@@ -24,10 +24,20 @@ CLIENT_VALIDITY_HOURS = 8760
 CLIENT_EARLY_RENEWAL_HOURS = 720
 
 
+# A Liqo object's finalizers wait for the worker's API server; on `pulumi destroy`
+# a stopped worker is started first (components/teardown_wake.py), and EC2's
+# start, the boot, k3s and Liqo's recovery take minutes (the cold-start budget's
+# p99 is 8 minutes). pulumi-kubernetes waits 10 minutes by default.
+TEARDOWN_TIMEOUT = "20m"
+
+
 @dataclass
 class LiqoConsumerArgs:
     values: dict
     """The chart's values (components/liqo.py: consumer_values)."""
+    after: Sequence[pulumi.Resource] = ()
+    """What must outlive every Liqo object: the mesh to the workers and the workers.
+    The release depends on it, and every Liqo object on the release."""
 
 
 class LiqoConsumer(pulumi.ComponentResource):
@@ -47,7 +57,7 @@ class LiqoConsumer(pulumi.ComponentResource):
             repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=chart.repo),
             namespace=namespace.metadata.name, create_namespace=False,
             values=args.values, atomic=True, timeout=900,
-            opts=pulumi.ResourceOptions(parent=self))
+            opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.after)))
         self.register_outputs({})
 
 
@@ -93,14 +103,16 @@ class LiqoPeering(pulumi.ComponentResource):
             f"{name}-tenant",
             metadata=k8s.meta.v1.ObjectMetaArgs(name=peer.tenant_namespace,
                                                 labels=liqo.tenant_namespace_labels(peer.cluster_id)),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.after)))
+            opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.after),
+                                        custom_timeouts=pulumi.CustomTimeouts(delete=TEARDOWN_TIMEOUT)))
         identity = liqo.identity_secret_metadata(peer, args.consumer_id)
         secret = k8s.core.v1.Secret(
             f"{name}-identity",
             metadata=k8s.meta.v1.ObjectMetaArgs(name=identity["name"], namespace=namespace.metadata.name,
                                                 labels=identity["labels"], annotations=identity["annotations"]),
             type="Opaque", string_data={"kubeconfig": self.identity_kubeconfig},
-            opts=pulumi.ResourceOptions(parent=self, additional_secret_outputs=["stringData", "data"]))
+            opts=pulumi.ResourceOptions(parent=self, additional_secret_outputs=["stringData", "data"],
+                                        custom_timeouts=pulumi.CustomTimeouts(delete=TEARDOWN_TIMEOUT)))
         meta = liqo.resource_slice_metadata(peer)
         spec = pulumi.Output.from_input(args.capacity).apply(lambda c: liqo.resource_slice(peer, c)["spec"])
         self.resource_slice = k8s.apiextensions.CustomResource(
@@ -109,6 +121,9 @@ class LiqoPeering(pulumi.ComponentResource):
             metadata=k8s.meta.v1.ObjectMetaArgs(name=meta["name"], namespace=namespace.metadata.name,
                                                 labels=meta["labels"], annotations=meta["annotations"]),
             spec=spec,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[secret, *args.after]))
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[secret, *args.after],
+                                        custom_timeouts=pulumi.CustomTimeouts(delete=TEARDOWN_TIMEOUT)))
+        self.tenant_namespace = peer.tenant_namespace
+        self.resource_slice_name = meta["name"]
         self.register_outputs({})
 

@@ -25,6 +25,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components import liqo, versions
+from components.homelab.liqo import TEARDOWN_TIMEOUT
 from components.mesh.nebula_config import OLLAMA_PORT
 
 NAMESPACE = liqo.OFFLOADED_NAMESPACE
@@ -92,16 +93,20 @@ class Ollama(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: OllamaArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("hybrid-llm:index:Ollama", name, None, opts)
+        # After the peerings: on `pulumi destroy` the namespace (its offloaded pod
+        # and claim) is gone before the virtual nodes it runs on.
         namespace = k8s.core.v1.Namespace(
             f"{name}-namespace",
             metadata=k8s.meta.v1.ObjectMetaArgs(name=NAMESPACE, labels={"app.kubernetes.io/part-of": "hybrid-llm"}),
-            opts=pulumi.ResourceOptions(parent=self))
+            opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.after),
+                                        custom_timeouts=pulumi.CustomTimeouts(delete=TEARDOWN_TIMEOUT)))
         body = liqo.namespace_offloading(NAMESPACE, list(args.worker_cluster_ids))
         offloading = k8s.apiextensions.CustomResource(
             f"{name}-offloading", api_version=body["apiVersion"], kind=body["kind"],
             metadata=k8s.meta.v1.ObjectMetaArgs(name=body["metadata"]["name"], namespace=namespace.metadata.name),
             spec=body["spec"],
-            opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.after)))
+            opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.after),
+                                        custom_timeouts=pulumi.CustomTimeouts(delete=TEARDOWN_TIMEOUT)))
         chart = versions.OLLAMA_CHART
         release = k8s.helm.v3.Release(
             f"{name}-release",

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -124,3 +127,149 @@ def test_pod_watch_outside_a_cluster_exits_2(tmp_path: Path) -> None:
     assert done.returncode == 2
     lines = done.stderr.splitlines()
     assert len(lines) == 1 and "ACTIVATOR_WATCH_PODS" in lines[0], done.stderr
+
+
+# --- Bad input as classes: every form of a malformed value is one line naming its variable.
+
+NUMERIC_NOT_FINITE = ["nan", "NaN", "-nan", "inf", "-inf", "+Infinity", "1e400", "-1e400"]
+NUMERIC_NOT_ASCII = ["1_0", "１０", "٣", "1_000.5", "²"]
+
+
+def _numeric_variables() -> list[str]:
+    """Every documented ACTIVATOR_* variable that takes a number, found by giving each
+    one "7": a number setting added later is covered without editing this list."""
+    import activator
+
+    names = re.findall(r"^  (ACTIVATOR_[A-Z_]+)", activator.__doc__ or "", re.M)
+    defaults = from_env(GOOD)
+    found = []
+    for name in names:
+        try:
+            settings = from_env({**GOOD, name: "7"})
+        except SettingsError:
+            continue
+        changed = [f.name for f in dataclasses.fields(Settings)
+                   if getattr(settings, f.name) != getattr(defaults, f.name)]
+        if changed and all(type(getattr(settings, c)) in (int, float) for c in changed):
+            found.append(name)
+    return found
+
+
+NUMERIC = _numeric_variables()
+
+
+def test_the_numeric_variables_are_all_found() -> None:
+    assert {"ACTIVATOR_PORT", "ACTIVATOR_HOLD_SECONDS", "ACTIVATOR_MAX_HELD", "ACTIVATOR_POLL_SECONDS",
+            "ACTIVATOR_CONNECT_TIMEOUT", "ACTIVATOR_POD_COOLDOWN_SECONDS", "ACTIVATOR_FIRST_BYTE_SECONDS",
+            "ACTIVATOR_STREAM_IDLE_SECONDS", "ACTIVATOR_SHUTDOWN_SECONDS",
+            "ACTIVATOR_RESTART_CHECK_SECONDS"} <= set(NUMERIC)
+
+
+def _refused(name: str, value: str) -> str:
+    with pytest.raises(SettingsError) as caught:
+        from_env({**GOOD, name: value})
+    message = str(caught.value)
+    assert message.startswith(f"{name}: ") and "\n" not in message, message
+    assert value in message or repr(value) in message, message
+    return message
+
+
+@pytest.mark.parametrize("name", NUMERIC)
+@pytest.mark.parametrize("value", NUMERIC_NOT_FINITE)
+def test_a_number_that_is_not_finite_is_named_so(name: str, value: str) -> None:
+    assert "not a finite number" in _refused(name, value)
+
+
+@pytest.mark.parametrize("name", NUMERIC)
+@pytest.mark.parametrize("value", NUMERIC_NOT_ASCII + ["1" * 5000, "0x10", " ", "1 0"])
+def test_a_number_is_plain_ascii_digits(name: str, value: str) -> None:
+    if not value.strip():
+        assert from_env({**GOOD, name: value}) == from_env(GOOD)  # blank: the default
+        return
+    _refused(name, value)
+
+
+@pytest.mark.parametrize("name, value", [
+    ("ACTIVATOR_HOLD_SECONDS", "2.5"), ("ACTIVATOR_HOLD_SECONDS", ".5"), ("ACTIVATOR_HOLD_SECONDS", "1e3"),
+    ("ACTIVATOR_HOLD_SECONDS", " 90 "), ("ACTIVATOR_HOLD_SECONDS", "+90"), ("ACTIVATOR_MAX_HELD", "007"),
+    ("ACTIVATOR_PORT", "65535"),
+])
+def test_plain_numbers_are_read(name: str, value: str) -> None:
+    from_env({**GOOD, name: value})
+
+
+@pytest.mark.parametrize("value", [
+    "http://ollama:11434/api", "http://ollama:11434/api/", "http://ollama:11434//", "http://ollama:11434/;x",
+    "http://ollama:11434?", "http://ollama:11434/?a=1", "http://ollama:11434#", "http://ollama:11434#top",
+    "http://user:secret@ollama:11434", "http://user@ollama:11434", "http://@ollama:11434",
+    "ws://ollama:11434", "unix:///run/ollama.sock", "file:///etc/passwd", "//ollama:11434",
+    "http://oll ama:11434", "http://oll\tama:11434", "http://ollama\n:11434", "http://ölama:11434",
+    "http://-ollama:11434", "http://ollama..lab:11434", "http://256.1.1.1:11434", "http://[::1:11434",
+    "http://ollama:0", "http://ollama:1_0", "http://:11434",
+])
+def test_a_backend_is_a_root_url_of_an_http_server(value: str) -> None:
+    _refused("ACTIVATOR_BACKEND", value)
+
+
+@pytest.mark.parametrize("value, backend", [
+    ("http://ollama:11434", "http://ollama:11434"), ("http://ollama:11434/", "http://ollama:11434"),
+    ("https://Ollama.Lab.example", "https://Ollama.Lab.example"), ("HTTP://ollama", "http://ollama"),
+    ("http://[::1]:11434/", "http://[::1]:11434"), ("http://10.0.0.5:11434", "http://10.0.0.5:11434"),
+    ("http://ollama_1:11434", "http://ollama_1:11434"),
+])
+def test_good_backends(value: str, backend: str) -> None:
+    assert from_env({**GOOD, "ACTIVATOR_BACKEND": value}).backend == backend
+
+
+@pytest.mark.parametrize("value", ["a b", "[::1]", "-bad", "bad-", "a..b", ".", "256.1.1.1", "1.2.3",
+                                   "010.0.0.1", "ｈｏｓｔ", "höst", "host/x", "host:80", "x" * 64,
+                                   ".".join(["a" * 60] * 5), "tab\there"])
+def test_a_host_is_an_ip_address_or_a_hostname(value: str) -> None:
+    message = _refused("ACTIVATOR_HOST", value)
+    assert "ACTIVATOR_PORT" not in message
+
+
+@pytest.mark.parametrize("value", ["0.0.0.0", "::", "::1", "127.0.0.1", "localhost", "activator.lab.example",
+                                   "activator.lab.example.", "fe80::1%lo", "nan"])
+def test_good_hosts(value: str) -> None:
+    assert from_env({**GOOD, "ACTIVATOR_HOST": value}).host == value
+
+
+@pytest.mark.parametrize("environ, name", [
+    ({**GOOD, "ACTIVATOR_BACKEND": "http://ollama:11434/api"}, "ACTIVATOR_BACKEND"),
+    ({**GOOD, "ACTIVATOR_BACKEND": "http://me:secret@ollama:11434"}, "ACTIVATOR_BACKEND"),
+    ({**GOOD, "ACTIVATOR_HOST": "-bad"}, "ACTIVATOR_HOST"),
+    ({**GOOD, "ACTIVATOR_CONNECT_TIMEOUT": "nan"}, "ACTIVATOR_CONNECT_TIMEOUT"),
+    ({**GOOD, "ACTIVATOR_MAX_HELD": "1" * 5000}, "ACTIVATOR_MAX_HELD"),
+    ({**GOOD, "ACTIVATOR_PORT": "9" * 5000}, "ACTIVATOR_PORT"),
+])
+def test_bad_input_through_the_process_is_one_line(environ: dict[str, str], name: str) -> None:
+    done = _run_module({**environ, "AWS_REGION": "us-east-1"})
+    lines = done.stderr.splitlines()
+    assert done.returncode == 2 and len(lines) == 1 and lines[0].startswith(f"activator: {name}: "), done.stderr
+    assert done.stdout == ""
+
+
+def _bind_failure(host: str, port: int) -> subprocess.CompletedProcess[str]:
+    return _run_module({**GOOD, "ACTIVATOR_BACKEND": "http://127.0.0.1:9", "AWS_REGION": "us-east-1",
+                        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                        "ACTIVATOR_WATCH_PODS": "false", "ACTIVATOR_HOST": host, "ACTIVATOR_PORT": str(port),
+                        "ACTIVATOR_CONNECT_TIMEOUT": "1"})
+
+
+def test_a_host_that_cannot_be_bound_names_host_and_port() -> None:
+    done = _bind_failure("192.0.2.1", 18080)  # TEST-NET-1: never an address of this machine
+    lines = done.stderr.splitlines()
+    assert done.returncode == 2 and len(lines) == 1, done.stderr
+    assert "ACTIVATOR_HOST='192.0.2.1'" in lines[0] and "ACTIVATOR_PORT=18080" in lines[0], lines[0]
+
+
+def test_a_port_in_use_names_host_and_port() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = _bind_failure("127.0.0.1", port)
+    lines = done.stderr.splitlines()
+    assert done.returncode == 2 and len(lines) == 1, done.stderr
+    assert "ACTIVATOR_HOST='127.0.0.1'" in lines[0] and f"ACTIVATOR_PORT={port}" in lines[0], lines[0]

@@ -1,0 +1,188 @@
+"""The teardown wake (components/teardown_wake.py): on `pulumi destroy` it stops
+the scaler's schedule and starts a stopped worker (moto), or, when the worker
+cannot run, marks its Liqo peer as gone (a recording stand-in for the Kubernetes
+API); it never replaces, and so never runs, on a worker replacement."""
+
+from __future__ import annotations
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+from moto import mock_aws
+
+from components import teardown_wake
+from components.teardown_wake import UNREACHABLE_ANNOTATION
+from tests.aws.test_spot_guard import ENV_CREDENTIALS, LAPTOP_PROFILE, aws_files  # noqa: F401 - fixture
+from tests.homelab.conftest import api_port  # noqa: F401 - fixture
+
+REGION = "us-east-1"
+CLUSTER = "hybrid-llm-dev-gpu-0"
+TENANT = "liqo-tenant-hybrid-llm-dev-gpu-0"
+SLICE = "hybrid-llm-dev-gpu-0"
+
+
+@pytest.fixture(autouse=True)
+def quick(monkeypatch):
+    monkeypatch.setattr(teardown_wake, "_POLL", 0.01)
+
+
+@pytest.fixture
+def aws(monkeypatch, aws_files):  # noqa: F811
+    for name in ENV_CREDENTIALS:
+        monkeypatch.delenv(name, raising=False)
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(name, "testing")
+    with mock_aws():
+        yield boto3.client("ec2", region_name=REGION), boto3.client("events", region_name=REGION)
+
+
+def worker(ec2, state: str = "stopped") -> str:
+    (instance,) = ec2.run_instances(ImageId="ami-12c6146b", InstanceType="g4dn.xlarge",
+                                    MinCount=1, MaxCount=1)["Instances"]
+    if state == "stopped":
+        ec2.stop_instances(InstanceIds=[instance["InstanceId"]])
+    elif state == "terminated":
+        ec2.terminate_instances(InstanceIds=[instance["InstanceId"]])
+    return instance["InstanceId"]
+
+
+def rule(events) -> str:
+    return events.put_rule(Name="hybrid-llm-dev-scaler-schedule", ScheduleExpression="rate(1 minute)")["RuleArn"]
+
+
+def state(ec2, instance_id: str) -> str:
+    return ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]["State"]["Name"]
+
+
+class KubeStandIn:
+    """Records what the wake asks of the homelab's API; the ResourceSlice is gone
+    after `gone_after` reads."""
+
+    def __init__(self, gone_after: int = 1, foreign_cluster: bool = True):
+        self.calls: list[tuple] = []
+        self.reads_left = gone_after
+        self.foreign_cluster = foreign_cluster
+
+    @staticmethod
+    def _missing():
+        err = Exception("Not Found")
+        err.status = 404
+        return err
+
+    def patch_cluster_custom_object(self, group, version, plural, name, body):
+        self.calls.append(("patch", group, plural, name, body))
+        if not self.foreign_cluster:
+            raise self._missing()
+
+    def delete_namespaced_custom_object(self, group, version, namespace, plural, name):
+        self.calls.append(("delete", group, plural, namespace, name))
+
+    def get_namespaced_custom_object(self, group, version, namespace, plural, name):
+        self.calls.append(("get", plural, name))
+        if self.reads_left <= 0:
+            raise self._missing()
+        self.reads_left -= 1
+        return {}
+
+
+def props(instance_id: str, rule_arn: str, profile=None) -> dict:
+    return {"instance_id": instance_id, "region": REGION, "profile": profile, "scaler_rule_arn": rule_arn,
+            "kubeconfig": "apiVersion: v1\nkind: Config\n", "cluster_id": CLUSTER,
+            "tenant_namespace": TENANT, "resource_slice": SLICE}
+
+
+def test_delete_stops_the_schedule_and_starts_a_stopped_worker(aws, monkeypatch):
+    ec2, events = aws
+    instance_id, rule_arn = worker(ec2), rule(events)
+    monkeypatch.setattr(teardown_wake, "_homelab_api", lambda _k: pytest.fail("a worker that runs needs no unpeer"))
+    teardown_wake._Provider().delete("id", props(instance_id, rule_arn, profile=LAPTOP_PROFILE))
+    assert state(ec2, instance_id) == "running"
+    assert events.describe_rule(Name="hybrid-llm-dev-scaler-schedule")["State"] == "DISABLED"
+
+
+def test_a_running_worker_is_left_running_and_a_missing_rule_is_fine(aws):
+    ec2, _ = aws
+    instance_id = worker(ec2, "running")
+    arn = f"arn:aws:events:{REGION}:123456789012:rule/gone"
+    teardown_wake._Provider().delete("id", {**props(instance_id, arn), "kubeconfig": "unused"})
+    assert state(ec2, instance_id) == "running"
+
+
+@pytest.mark.parametrize("how", ["terminated", "missing", "refused"])
+def test_a_worker_that_cannot_run_has_its_peer_marked_gone(aws, monkeypatch, how):
+    ec2, events = aws
+    instance_id = worker(ec2, "terminated" if how == "terminated" else "stopped")
+    if how == "missing":
+        instance_id = "i-0123456789abcdef0"
+    kube = KubeStandIn(gone_after=2)
+    monkeypatch.setattr(teardown_wake, "_homelab_api", lambda _k: kube)
+    real_client = teardown_wake.deployer_session
+
+    def session(region, profile):
+        made = real_client(region, profile)
+        if how != "refused":
+            return made
+
+        class Refusing:
+            def client(self, name):
+                real = made.client(name)
+                if name != "ec2":
+                    return real
+
+                def start_instances(**_):   # EC2's answer for a spot instance stopped by an interruption
+                    raise ClientError({"Error": {"Code": "IncorrectSpotRequestState", "Message": "x"}},
+                                      "StartInstances")
+                real.start_instances = start_instances
+                return real
+        return Refusing()
+
+    monkeypatch.setattr(teardown_wake, "deployer_session", session)
+    teardown_wake._Provider().delete("id", props(instance_id, rule(events)))
+    assert kube.calls[0] == ("patch", "core.liqo.io", "foreignclusters", CLUSTER,
+                             {"metadata": {"annotations": {UNREACHABLE_ANNOTATION: "true"}}})
+    assert kube.calls[1] == ("delete", "authentication.liqo.io", "resourceslices", TENANT, SLICE)
+    assert [c[0] for c in kube.calls[2:]] == ["get", "get", "get"], "waits until the slice is gone"
+
+
+def test_mark_peer_gone_without_a_foreign_cluster_still_deletes_the_slice():
+    kube = KubeStandIn(gone_after=0, foreign_cluster=False)
+    teardown_wake.mark_peer_gone(kube, CLUSTER, TENANT, SLICE)
+    assert [c[0] for c in kube.calls] == ["patch", "delete", "get"]
+
+
+def test_a_slice_that_never_goes_is_one_line_with_the_command_to_run(aws, monkeypatch):
+    ec2, events = aws
+    instance_id = worker(ec2, "terminated")
+    monkeypatch.setattr(teardown_wake, "_homelab_api", lambda _k: KubeStandIn(gone_after=10**6))
+    monkeypatch.setattr(teardown_wake, "GONE_WAIT_SECONDS", 0.0)
+    with pytest.raises(teardown_wake.TeardownError) as err:
+        teardown_wake._Provider().delete("id", props(instance_id, rule(events)))
+    message = str(err.value)
+    assert "\n" not in message and CLUSTER in message and f"liqoctl force unpeer {CLUSTER}" in message
+
+
+def test_a_replaced_worker_updates_the_wake_in_place():
+    provider = teardown_wake._Provider()
+    old = props("i-0aaaaaaaaaaaaaaaa", "arn:aws:events:us-east-1:1:rule/r")
+    new = {**old, "instance_id": "i-0bbbbbbbbbbbbbbbb"}
+    diff = provider.diff("id", old, new)
+    assert diff.changes and not diff.replaces
+    assert provider.update("id", old, new).outs["instance_id"] == "i-0bbbbbbbbbbbbbbbb"
+    assert not provider.diff("id", old, dict(old)).changes
+
+
+def test_creating_it_calls_nothing(monkeypatch):
+    monkeypatch.setattr(teardown_wake, "deployer_session", lambda *a: pytest.fail("create must not call AWS"))
+    result = teardown_wake._Provider().create(props("i-0aaaaaaaaaaaaaaaa", "arn"))
+    assert result.id == f"teardown-wake-{CLUSTER}"
+
+
+def test_the_wake_keeps_the_kubeconfig_secret(api_port):
+    from tools import harness
+    from tests.homelab.conftest import RANGES, kubeconfig
+
+    plan = harness.run_stack("dev", {"hybrid-llm:homelabKubeconfig": kubeconfig(api_port), **RANGES})
+    (wake,) = [r for r in plan.resources if "-teardown-wake-" in r.name]
+    from pulumi.runtime import rpc
+    assert isinstance(wake.inputs["kubeconfig"], dict) and wake.inputs["kubeconfig"].get(rpc._special_sig_key) \
+        == rpc._special_secret_sig

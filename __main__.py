@@ -14,7 +14,7 @@ from components.mesh.nebula import NebulaMesh, NebulaMeshArgs
 from components.aws.gpu_worker import GpuWorker, GpuWorkerArgs
 from components.aws.lighthouse import Lighthouse, LighthouseArgs
 from components.aws.scaler import Scaler, ScalerArgs
-from components import costs, liqo
+from components import costs, liqo_manifests
 from components.aws.budget import CostGuard, CostGuardArgs
 from components.aws.activator_identity import ActivatorIdentity, ActivatorIdentityArgs
 from components.homelab.homelab import Homelab, HomelabArgs, TeardownSettings, WorkerPeer
@@ -84,7 +84,7 @@ workers = {
             subnet_id=network.subnet_id, availability_zone=network.availability_zone,
             security_group_id=network.worker_security_group_id,
             pod_cidr=host.pod_cidr, service_cidr=cfg.gpu_cluster_service_cidr,
-            liqo_cluster_id=liqo.worker_cluster_id(cfg.project, cfg.stack, host.name),
+            liqo_cluster_id=liqo_manifests.worker_cluster_id(cfg.project, cfg.stack, host.name),
             consumer_cluster_id=cfg.homelab_cluster_id,
             root_volume_gib=cfg.gpu_root_volume_gib, model_volume_gib=cfg.model_volume_gib,
             spot=cfg.gpu_spot, spot_max_price=cfg.gpu_spot_max_price,
@@ -143,7 +143,7 @@ if cfg.homelab_kubeconfig is not None:
         nebula_ca_pem=mesh.ca_cert_pem, nebula_config_yaml=mesh.homelab_config_yaml,
         snat_script=mesh.homelab_snat_script, node_label=cfg.homelab_node_label,
         workers=[WorkerPeer(
-            peer=liqo.Peer(w.liqo_cluster_id, host.overlay_ip),
+            peer=liqo_manifests.Peer(w.liqo_cluster_id, host.overlay_ip),
             instance_id=w.instance_id, capacity=w.capacity,
             server_ca_pem=w.pki.server_ca_cert_pem, client_ca_cert_pem=w.pki.client_ca_cert_pem,
             client_ca_key_pem=w.pki.client_ca_key_pem)

@@ -21,7 +21,7 @@ from typing import Any, Callable, Mapping, Optional
 
 import pulumi
 
-from components import addressing, instance_types, liqo
+from components import addressing, instance_types, liqo_manifests
 
 NAMESPACE = "hybrid-llm"
 
@@ -685,7 +685,7 @@ def _check_relations(cfg: StackConfig) -> None:
             if value is None:
                 raise _fail(key, "is needed with hybrid-llm:homelabKubeconfig (Liqo's chart wants the homelab's "
                                  "ranges; Talos defaults are 10.244.0.0/16 and 10.96.0.0/12)")
-    longest = liqo.worker_cluster_id(cfg.project, cfg.stack, f"gpu-{cfg.gpu_workers - 1}")
+    longest = liqo_manifests.worker_cluster_id(cfg.project, cfg.stack, f"gpu-{cfg.gpu_workers - 1}")
     if len(longest) > 63:
         raise ConfigError(f"stack name {cfg.stack!r}: worker cluster ids like {longest} must fit in 63 characters")
     if not _K8S_NAME.fullmatch(longest):

@@ -16,7 +16,7 @@ before any of them; the homelab's activator depends on it, so it is gone before
 1. disables the scaler's EventBridge rule, so no idle check stops the worker
    while its peering comes down (the rule goes with the stack afterwards);
 2. starts the worker if it is stopped and waits until it runs; k3s and Liqo come
-   up within the Liqo objects' delete timeout (components/homelab/liqo.py);
+   up within the Liqo objects' delete timeout (components/homelab/liqo_peering.py);
 3. if it cannot run (terminated, gone, or refused: EC2 restarts a stopped spot
    instance only itself, after an interruption), marks the peer as gone the way
    Liqo does (`liqoctl force unpeer`, pkg/liqoctl/force/unpeer): the

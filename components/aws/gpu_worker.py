@@ -44,7 +44,7 @@ import pulumi
 import pulumi_aws as aws
 import yaml
 
-from components import liqo, versions
+from components import liqo_manifests, versions
 from components.aws import hostboot, k3s_pki
 from components.aws.spot_guard import SpotGuard
 from components.generated import publish
@@ -131,15 +131,15 @@ def manifests(model_volume_gib: int, liqo_values: dict, consumer_id: str) -> dic
                 "createNamespace": True,
             },
         }],
-        "liqo.yaml": [liqo.helm_chart(yaml.safe_dump(liqo_values, sort_keys=False))],
-        "liqo-tenant.yaml": liqo.provider_manifests(consumer_id),
+        "liqo.yaml": [liqo_manifests.helm_chart(yaml.safe_dump(liqo_values, sort_keys=False))],
+        "liqo-tenant.yaml": liqo_manifests.provider_manifests(consumer_id),
         # Ollama's models on the model volume at a fixed path, so a new instance
         # (new k3s datastore) binds the same directory and keeps the models. Liqo
         # provisions the offloaded claim with this class; the claimRef keeps the
         # volume for Ollama's claim alone.
         "ollama-models-pv.yaml": [
             {"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
-             "metadata": {"name": liqo.MODELS_STORAGE_CLASS, "labels": {"app.kubernetes.io/part-of": "hybrid-llm"}},
+             "metadata": {"name": liqo_manifests.MODELS_STORAGE_CLASS, "labels": {"app.kubernetes.io/part-of": "hybrid-llm"}},
              "provisioner": "kubernetes.io/no-provisioner", "volumeBindingMode": "Immediate",
              "reclaimPolicy": "Retain"},
             {"apiVersion": "v1", "kind": "PersistentVolume",
@@ -148,8 +148,8 @@ def manifests(model_volume_gib: int, liqo_values: dict, consumer_id: str) -> dic
                  "capacity": {"storage": f"{model_volume_gib}Gi"},
                  "accessModes": ["ReadWriteOnce"],
                  "persistentVolumeReclaimPolicy": "Retain",
-                 "storageClassName": liqo.MODELS_STORAGE_CLASS,
-                 "claimRef": {"namespace": liqo.OFFLOADED_NAMESPACE, "name": liqo.MODELS_CLAIM},
+                 "storageClassName": liqo_manifests.MODELS_STORAGE_CLASS,
+                 "claimRef": {"namespace": liqo_manifests.OFFLOADED_NAMESPACE, "name": liqo_manifests.MODELS_CLAIM},
                  "hostPath": {"path": f"{MODELS_DIR}/ollama", "type": "DirectoryOrCreate"},
              }},
         ],
@@ -246,7 +246,7 @@ class GpuWorkerArgs:
     boot_after: Sequence[pulumi.Resource] = field(default_factory=list)
     """What the first boot needs in place, e.g. the subnet's internet route."""
     liqo_cluster_id: str = "gpu"
-    """This worker's Liqo cluster id (components/liqo.py: never changes)."""
+    """This worker's Liqo cluster id (components/liqo_manifests.py: never changes)."""
     consumer_cluster_id: str = "homelab"
     """The homelab's Liqo cluster id: the tenant this worker serves."""
     root_volume_key: str = "gpuRootVolumeGiB"
@@ -301,7 +301,7 @@ class GpuWorker(pulumi.ComponentResource):
             # models stay, as does a volume replaced by a change of the pinned AZ.
             opts=pulumi.ResourceOptions(parent=self, retain_on_delete=args.protect_model_volume),
         )
-        liqo_values = liqo.provider_values(args.liqo_cluster_id, args.nebula_ip, args.pod_cidr, args.service_cidr)
+        liqo_values = liqo_manifests.provider_values(args.liqo_cluster_id, args.nebula_ip, args.pod_cidr, args.service_cidr)
         rendered = {file_name: render_manifest(documents) for file_name, documents in
                     manifests(args.model_volume_gib, liqo_values, args.consumer_cluster_id).items()}
         for file_name, text in rendered.items():

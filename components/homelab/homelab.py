@@ -21,9 +21,9 @@ from typing import Optional, Sequence
 
 import pulumi
 
-from components import liqo
+from components import liqo_manifests
 from components.homelab import cluster
-from components.homelab.liqo import LiqoConsumer, LiqoConsumerArgs, LiqoPeering, LiqoPeeringArgs
+from components.homelab.liqo_peering import LiqoConsumer, LiqoConsumerArgs, LiqoPeering, LiqoPeeringArgs
 from components.homelab.nebula import HomelabNebula, HomelabNebulaArgs, HomelabNode
 from components.homelab import ollama as ollama_chart
 from components.homelab.activator import Activator, ActivatorArgs
@@ -36,7 +36,7 @@ from components.teardown_wake import TeardownWake
 class WorkerPeer:
     """What the homelab needs of one worker to peer with it."""
 
-    peer: liqo.Peer
+    peer: liqo_manifests.Peer
     instance_id: pulumi.Input[str]
     capacity: pulumi.Input[dict]
     server_ca_pem: pulumi.Input[str]
@@ -92,7 +92,7 @@ class Homelab(pulumi.ComponentResource):
             nodes=args.nodes, ca_pem=args.nebula_ca_pem, config_yaml=args.nebula_config_yaml,
             snat_script=args.snat_script, node_label=args.node_label), opts=on_homelab)
         consumer = LiqoConsumer(f"{name}-liqo", LiqoConsumerArgs(
-            values=liqo.consumer_values(args.cluster_id, args.pod_cidr, args.service_cidr),
+            values=liqo_manifests.consumer_values(args.cluster_id, args.pod_cidr, args.service_cidr),
             after=[nebula, *args.mesh_path]), opts=on_homelab)
         peerings = [
             LiqoPeering(f"{name}-peer-{w.peer.cluster_id}", LiqoPeeringArgs(

@@ -36,7 +36,7 @@ import pulumi_kubernetes as k8s
 
 from components import versions
 from components.homelab.cluster import resources as _resources
-from components.liqo import PRIVILEGED
+from components.liqo_manifests import PRIVILEGED
 from components.mesh.nebula_config import PKI_DIR
 
 NAMESPACE = "nebula"

@@ -24,12 +24,12 @@ from typing import Any, Optional, Sequence
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components import liqo, versions
-from components.homelab.liqo import TEARDOWN_TIMEOUT
+from components import liqo_manifests, versions
+from components.homelab.liqo_peering import TEARDOWN_TIMEOUT
 from components.mesh.nebula_config import OLLAMA_PORT
 
-NAMESPACE = liqo.OFFLOADED_NAMESPACE
-RELEASE = liqo.MODELS_CLAIM
+NAMESPACE = liqo_manifests.OFFLOADED_NAMESPACE
+RELEASE = liqo_manifests.MODELS_CLAIM
 SERVICE = "ollama"
 
 
@@ -63,8 +63,8 @@ def values(models: Sequence[str], model_volume_gib: int, worker_cluster_id: str)
         "persistentVolume": {"enabled": True, "storageClass": "liqo", "size": f"{model_volume_gib}Gi",
                              "accessModes": ["ReadWriteOnce"]},
         # The first worker's virtual node: its model volume holds the models.
-        "nodeSelector": {liqo.CLUSTER_ID_LABEL: worker_cluster_id},
-        "tolerations": forever + [{"key": liqo.VIRTUAL_NODE_TAINT, "operator": "Exists", "effect": "NoExecute"}],
+        "nodeSelector": {liqo_manifests.CLUSTER_ID_LABEL: worker_cluster_id},
+        "tolerations": forever + [{"key": liqo_manifests.VIRTUAL_NODE_TAINT, "operator": "Exists", "effect": "NoExecute"}],
         # One pod with one GPU and a ReadWriteOnce volume: replace, never surge.
         "updateStrategy": {"type": "Recreate"},
         "service": {"port": OLLAMA_PORT},
@@ -100,7 +100,7 @@ class Ollama(pulumi.ComponentResource):
             metadata=k8s.meta.v1.ObjectMetaArgs(name=NAMESPACE, labels={"app.kubernetes.io/part-of": "hybrid-llm"}),
             opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.after),
                                         custom_timeouts=pulumi.CustomTimeouts(delete=TEARDOWN_TIMEOUT)))
-        body = liqo.namespace_offloading(NAMESPACE, list(args.worker_cluster_ids))
+        body = liqo_manifests.namespace_offloading(NAMESPACE, list(args.worker_cluster_ids))
         offloading = k8s.apiextensions.CustomResource(
             f"{name}-offloading", api_version=body["apiVersion"], kind=body["kind"],
             metadata=k8s.meta.v1.ObjectMetaArgs(name=body["metadata"]["name"], namespace=namespace.metadata.name),

@@ -17,7 +17,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from components import liqo, versions
+from components import liqo_manifests, versions
 from components.config import ConfigError
 from components.homelab import ollama
 from components.mesh import snat
@@ -169,7 +169,7 @@ def test_liqo_values_on_both_sides(homelab_plan):
                             "serviceCIDR": RANGES["hybrid-llm:homelabServiceCidr"]}
     worker_ip = homelab_plan.outputs["workerNebulaIps"].value["gpu-0"]
     assert worker["apiServer"]["address"] == f"https://{worker_ip}:6443"
-    assert worker["storage"]["realStorageClassName"] == liqo.MODELS_STORAGE_CLASS
+    assert worker["storage"]["realStorageClassName"] == liqo_manifests.MODELS_STORAGE_CLASS
     k3s = homelab_plan.file("workers/gpu-0/boot.sh").content
     assert f"--cluster-cidr={worker['ipam']['podCIDRs'][0]}" in k3s
     assert f"--service-cidr={worker['ipam']['serviceCIDR']}" in k3s
@@ -180,10 +180,10 @@ def test_liqo_values_on_both_sides(homelab_plan):
 
 def test_namespaces_and_their_labels(homelab_plan):
     privileged = {"pod-security.kubernetes.io/enforce": "privileged"}
-    for name in ("nebula", "liqo", liqo.tenant_namespace(WORKER_ID)):
+    for name in ("nebula", "liqo", liqo_manifests.tenant_namespace(WORKER_ID)):
         labels = by_name(homelab_plan, NAMESPACE, name).plain()["metadata"]["labels"]
         assert privileged.items() <= labels.items(), name
-    tenant = by_name(homelab_plan, NAMESPACE, liqo.tenant_namespace(WORKER_ID)).plain()["metadata"]["labels"]
+    tenant = by_name(homelab_plan, NAMESPACE, liqo_manifests.tenant_namespace(WORKER_ID)).plain()["metadata"]["labels"]
     assert tenant["liqo.io/remote-cluster-id"] == WORKER_ID and tenant["liqo.io/tenant-namespace"] == "true"
     offloaded = by_name(homelab_plan, NAMESPACE, ollama.NAMESPACE).plain()["metadata"]["labels"]
     assert "pod-security.kubernetes.io/enforce" not in offloaded, "Ollama needs no privilege"
@@ -274,7 +274,7 @@ def test_core_manifests_pass_the_kubernetes_schema(homelab_plan):
 def test_identity_kubeconfig_reaches_the_worker_with_a_certificate_its_client_ca_signed(homelab_plan):
     secret = by_name(homelab_plan, "kubernetes:core/v1:Secret", f"kubeconfig-controlplane-{WORKER_ID}").plain()
     meta = secret["metadata"]
-    assert meta["namespace"] == liqo.tenant_namespace(WORKER_ID)
+    assert meta["namespace"] == liqo_manifests.tenant_namespace(WORKER_ID)
     assert meta["labels"] == {"liqo.io/identity-type": "ControlPlane", "liqo.io/remote-cluster-id": WORKER_ID}
     assert meta["annotations"] == {"liqo.io/remote-tenant-namespace": "liqo-tenant-homelab"}
     config = yaml.safe_load(secret["stringData"]["kubeconfig"])
@@ -282,7 +282,7 @@ def test_identity_kubeconfig_reaches_the_worker_with_a_certificate_its_client_ca
     assert config["clusters"][0]["cluster"]["server"] == f"https://{worker_ip}:6443"
     cert = x509.load_pem_x509_certificate(base64.b64decode(config["users"][0]["user"]["client-certificate-data"]))
     assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "homelab"
-    assert cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)[0].value == liqo.CONSUMER_ORGANIZATION
+    assert cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)[0].value == liqo_manifests.CONSUMER_ORGANIZATION
     client_ca = next(r for r in homelab_plan.of_type("tls:index/selfSignedCert:SelfSignedCert")
                      if r.name.endswith("gpu-0-pki-client-ca"))
     ca = x509.load_pem_x509_certificate(client_ca.state["certPem"].encode())
@@ -299,7 +299,7 @@ def test_the_providers_tenant_binds_that_certificates_user(homelab_plan):
     kinds = {d["kind"]: d for d in documents}
     assert kinds["Namespace"]["metadata"]["name"] == "liqo-tenant-homelab"
     assert kinds["Tenant"]["spec"]["authzPolicy"] == "TolerateNoHandshake"
-    assert kinds["RoleBinding"]["roleRef"]["name"] == liqo.CONTROL_PLANE_ROLE
+    assert kinds["RoleBinding"]["roleRef"]["name"] == liqo_manifests.CONTROL_PLANE_ROLE
     assert kinds["RoleBinding"]["subjects"] == [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User",
                                                 "name": "homelab"}]
     for document in documents:
@@ -360,7 +360,7 @@ def test_ollama_values(homelab_plan):
 def test_ollama_tolerates_a_stopped_worker_forever(homelab_plan):
     tolerations = release(homelab_plan, ollama.RELEASE)["values"]["tolerations"]
     keys = {t["key"]: t for t in tolerations}
-    for key in ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable", liqo.VIRTUAL_NODE_TAINT):
+    for key in ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable", liqo_manifests.VIRTUAL_NODE_TAINT):
         assert keys[key]["effect"] == "NoExecute" and keys[key]["operator"] == "Exists"
         assert "tolerationSeconds" not in keys[key], f"{key}: a time limit would evict Ollama from a stopped worker"
 
@@ -369,7 +369,7 @@ def test_the_worker_volume_is_kept_for_ollamas_claim(homelab_plan):
     documents = list(yaml.safe_load_all(homelab_plan.file("workers/gpu-0/manifests/ollama-models-pv.yaml").content))
     pv = next(d for d in documents if d["kind"] == "PersistentVolume")
     storage_class = next(d for d in documents if d["kind"] == "StorageClass")
-    assert storage_class["metadata"]["name"] == pv["spec"]["storageClassName"] == liqo.MODELS_STORAGE_CLASS
+    assert storage_class["metadata"]["name"] == pv["spec"]["storageClassName"] == liqo_manifests.MODELS_STORAGE_CLASS
     assert pv["spec"]["claimRef"] == {"namespace": ollama.NAMESPACE, "name": ollama.RELEASE}
     assert pv["spec"]["persistentVolumeReclaimPolicy"] == "Retain"
 

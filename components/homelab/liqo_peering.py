@@ -5,7 +5,7 @@ with the privileged Pod Security labels (Talos enforces `baseline`). Each
 worker's peering is a `LiqoPeering`: the consumer's client certificate signed by
 that worker's k3s client CA (pulumi-tls, renewed by `pulumi up` in its last
 30 days), the tenant namespace, the control-plane Identity Secret and the
-ResourceSlice (components/liqo.py has the shapes and the why).
+ResourceSlice (components/liqo_manifests.py has the shapes and the why).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_tls as tls
 
-from components import liqo, versions
+from components import liqo_manifests, versions
 from components.aws.k3s_pki import kubeconfig_yaml
 
 CLIENT_VALIDITY_HOURS = 8760
@@ -34,7 +34,7 @@ TEARDOWN_TIMEOUT = "20m"
 @dataclass
 class LiqoConsumerArgs:
     values: dict
-    """The chart's values (components/liqo.py: consumer_values)."""
+    """The chart's values (components/liqo_manifests.py: consumer_values)."""
     after: Sequence[pulumi.Resource] = ()
     """What must outlive every Liqo object: the mesh to the workers and the workers.
     The release depends on it, and every Liqo object on the release."""
@@ -48,7 +48,7 @@ class LiqoConsumer(pulumi.ComponentResource):
     def __init__(self, name: str, args: LiqoConsumerArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("hybrid-llm:index:LiqoConsumer", name, None, opts)
         namespace = k8s.core.v1.Namespace(
-            f"{name}-namespace", metadata=k8s.meta.v1.ObjectMetaArgs(name=liqo.NAMESPACE, labels=liqo.PRIVILEGED),
+            f"{name}-namespace", metadata=k8s.meta.v1.ObjectMetaArgs(name=liqo_manifests.NAMESPACE, labels=liqo_manifests.PRIVILEGED),
             opts=pulumi.ResourceOptions(parent=self))
         chart = versions.LIQO_CHART
         self.release = k8s.helm.v3.Release(
@@ -63,7 +63,7 @@ class LiqoConsumer(pulumi.ComponentResource):
 
 @dataclass
 class LiqoPeeringArgs:
-    peer: liqo.Peer
+    peer: liqo_manifests.Peer
     consumer_id: str
     server_ca_pem: pulumi.Input[str]
     client_ca_cert_pem: pulumi.Input[str]
@@ -88,7 +88,7 @@ class LiqoPeering(pulumi.ComponentResource):
         csr = tls.CertRequest(
             f"{name}-csr", private_key_pem=key.private_key_pem,
             subject=tls.CertRequestSubjectArgs(common_name=args.consumer_id,
-                                               organization=liqo.CONSUMER_ORGANIZATION),
+                                               organization=liqo_manifests.CONSUMER_ORGANIZATION),
             opts=child)
         cert = tls.LocallySignedCert(
             f"{name}-cert", cert_request_pem=csr.cert_request_pem,
@@ -102,10 +102,10 @@ class LiqoPeering(pulumi.ComponentResource):
         namespace = k8s.core.v1.Namespace(
             f"{name}-tenant",
             metadata=k8s.meta.v1.ObjectMetaArgs(name=peer.tenant_namespace,
-                                                labels=liqo.tenant_namespace_labels(peer.cluster_id)),
+                                                labels=liqo_manifests.tenant_namespace_labels(peer.cluster_id)),
             opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.after),
                                         custom_timeouts=pulumi.CustomTimeouts(delete=TEARDOWN_TIMEOUT)))
-        identity = liqo.identity_secret_metadata(peer, args.consumer_id)
+        identity = liqo_manifests.identity_secret_metadata(peer, args.consumer_id)
         secret = k8s.core.v1.Secret(
             f"{name}-identity",
             metadata=k8s.meta.v1.ObjectMetaArgs(name=identity["name"], namespace=namespace.metadata.name,
@@ -113,8 +113,8 @@ class LiqoPeering(pulumi.ComponentResource):
             type="Opaque", string_data={"kubeconfig": self.identity_kubeconfig},
             opts=pulumi.ResourceOptions(parent=self, additional_secret_outputs=["stringData", "data"],
                                         custom_timeouts=pulumi.CustomTimeouts(delete=TEARDOWN_TIMEOUT)))
-        meta = liqo.resource_slice_metadata(peer)
-        spec = pulumi.Output.from_input(args.capacity).apply(lambda c: liqo.resource_slice(peer, c)["spec"])
+        meta = liqo_manifests.resource_slice_metadata(peer)
+        spec = pulumi.Output.from_input(args.capacity).apply(lambda c: liqo_manifests.resource_slice(peer, c)["spec"])
         self.resource_slice = k8s.apiextensions.CustomResource(
             f"{name}-resource-slice",
             api_version="authentication.liqo.io/v1beta1", kind="ResourceSlice",

@@ -9,7 +9,7 @@ import pulumi_aws as aws
 from components.config import load_config
 from components.aws.network import Network, NetworkArgs
 from components import inventory
-from components.mesh import placement
+from components.mesh import nebula_config, placement
 from components.mesh.nebula import NebulaMesh, NebulaMeshArgs
 from components.aws.gpu_worker import GpuWorker, GpuWorkerArgs
 from components.aws.lighthouse import Lighthouse, LighthouseArgs
@@ -138,7 +138,7 @@ if cfg.homelab_kubeconfig is not None:
         pod_cidr=cfg.homelab_pod_cidr, service_cidr=cfg.homelab_service_cidr,
         nodes=[HomelabNode(h.name, mesh.host_files[h.name].cert_pem, mesh.host_files[h.name].key_pem,
                            config_yaml=mesh.host_files[h.name].config_yaml if h.lighthouse else None,
-                           listen_port=cfg.nebula_port if h.lighthouse else None)
+                           listen_port=nebula_config.listen_port(h, cfg.nebula_port) or None)
                for h in mesh_hosts if h.role == "homelab"],
         nebula_ca_pem=mesh.ca_cert_pem, nebula_config_yaml=mesh.homelab_config_yaml,
         snat_script=mesh.homelab_snat_script, node_label=cfg.homelab_node_label,
@@ -152,7 +152,7 @@ if cfg.homelab_kubeconfig is not None:
         region=cfg.region, activator_access_key_id=identity.access_key_id,
         activator_secret_access_key=identity.secret_access_key,
         mesh_path=[*workers.values(), *([lighthouse] if lighthouse else [])],
-        teardown=TeardownSettings(cfg.region, scaler.rule_arn),
+        teardown=TeardownSettings(cfg.region),
     ))
     pulumi.export("homelab", {"ollamaUrl": homelab.ollama_url, "virtualNodes": homelab.virtual_nodes,
                               "nebulaNamespace": homelab.nebula_namespace})

@@ -47,7 +47,6 @@ _WHOLE = re.compile(r"-?[0-9]+")
 _NOT_FINITE = re.compile(r"[-+]?\.?(nan|inf|infinity)", re.IGNORECASE)
 # Pulumi carries numbers to providers as float64: whole numbers beyond this lose digits.
 MAX_WHOLE = 2 ** 53 - 1
-_INSTANCE_TYPE = re.compile(r"[a-z][a-z0-9-]*\.[a-z0-9]+")
 _AMI = re.compile(r"ami-[0-9a-f]{8,17}")
 _ACCOUNT_ID = re.compile(r"[0-9]{12}")
 # AWS Budgets: "A notification can have one SNS subscriber and up to 10 email
@@ -242,9 +241,7 @@ def _string_list(raw: str, key: str) -> tuple[str, ...]:
 
 
 def _instance_type(raw: str, key: str) -> str:
-    if not _INSTANCE_TYPE.fullmatch(str(raw)):
-        raise _fail(key, f"expected an instance type like t4g.nano, got {raw!r}")
-    problem = instance_types.problem_with(raw)
+    problem = instance_types.problem_with(str(raw))
     if problem:
         raise _fail(key, problem)
     return raw
@@ -356,6 +353,8 @@ def _optional_ipv4(raw: str, key: str) -> Optional[ipaddress.IPv4Address]:
 def _root_size(raw: str, key: str) -> int:
     """0: the AMI's own snapshot size; else a gp3 size."""
     value = _integer(raw, key)
+    if value < 0:
+        raise _fail(key, f"must be 0 (the AMI's own size) or a size in GiB, got {value}")
     return 0 if value == 0 else _gp3_size(raw, key)
 
 

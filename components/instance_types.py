@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Optional
 
-_TYPE = re.compile(r"^(?P<family>[a-z][a-z0-9-]*)\.(?P<size>[a-z0-9]+)$")
+_TYPE = re.compile(r"(?P<family>[a-z][a-z0-9-]*)\.(?P<size>[a-z0-9]+)")   # matched whole (fullmatch)
 
 
 _T = ("nano", "micro", "small", "medium", "large", "xlarge", "2xlarge")
@@ -75,7 +75,7 @@ FAMILIES: dict[str, Family] = {
 
 
 def family_of(instance_type: str) -> Optional[str]:
-    match = _TYPE.match(instance_type)
+    match = _TYPE.fullmatch(instance_type)
     return match.group("family") if match else None
 
 

@@ -11,10 +11,15 @@ disappear. A stopped worker, the usual state, answers nothing.
 Mechanism: a Python dynamic resource per worker that depends on that worker's
 Liqo objects (and on Ollama's), so the engine deletes it, running `delete` below,
 before any of them; the homelab's activator depends on it, so it is gone before
-(it would only start the worker too). `delete`:
+(it would only start the worker too). It is deleted by `pulumi destroy`, and also
+by an `up` that removes the homelab side or this worker: their peerings need the
+worker as much. `delete`:
 
-1. disables the scaler's EventBridge rule, so no idle check stops the worker
-   while its peering comes down (the rule goes with the stack afterwards);
+1. tags the worker `hybrid-llm:teardown-hold=<now + TEARDOWN_HOLD_MINUTES>`, which
+   the scaler honours (scaler_lambda/handler.py `held_for_teardown`): no idle
+   check stops this worker while its peering comes down, and the schedule keeps
+   working for the others (disabling the shared rule would leave every worker
+   running after an `up` that only removed the homelab);
 2. starts the worker if it is stopped and waits until it runs; k3s and Liqo come
    up within the Liqo objects' delete timeout (components/homelab/liqo_peering.py);
 3. if it cannot run (terminated, gone, or refused: EC2 restarts a stopped spot
@@ -36,14 +41,24 @@ module: this file stays at `components/teardown_wake.py` once a stack exists.
 from __future__ import annotations
 
 import time
+from datetime import datetime, timedelta, timezone
 from typing import Any, Optional
 
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, Resource, ResourceProvider, UpdateResult
 
 from components.aws.spot_guard import deployer_session
+from scaler_lambda.handler import TEARDOWN_HOLD_TAG
 
 UNREACHABLE_ANNOTATION = "liqo.io/foreign-cluster-permanently-unreachable"
+# A teardown takes minutes (each Liqo delete waits at most
+# components/homelab/liqo_peering.py TEARDOWN_TIMEOUT); after the hold the scaler
+# treats the worker as any other, so a worker kept by an `up` is stopped when idle.
+TEARDOWN_HOLD_MINUTES = 90
+# EC2 errors that mean the worker cannot run for the teardown; any other error
+# (throttling, credentials, permissions) is reported, not taken for a dead peer.
+CANNOT_RUN = ("InvalidInstanceID.NotFound", "InvalidInstanceID.Malformed", "IncorrectInstanceState",
+              "IncorrectSpotRequestState", "InsufficientInstanceCapacity", "UnsupportedOperation")
 FOREIGN_CLUSTER = ("core.liqo.io", "v1beta1", "foreignclusters")
 RESOURCE_SLICE = ("authentication.liqo.io", "v1beta1", "resourceslices")
 RUNNING_WAIT_SECONDS = 600
@@ -55,13 +70,18 @@ class TeardownError(Exception):
     """The peering cannot be released: one line naming the worker and what to do."""
 
 
-def disable_rule(events: Any, rule_arn: str) -> None:
-    """Stop the scaler's schedule; a rule already gone is fine."""
-    name = rule_arn.rsplit("/", 1)[-1]
+def hold_for_teardown(ec2: Any, instance_id: str, now: Optional[datetime] = None) -> None:
+    """Tag the worker so the scaler leaves it running through the teardown; a
+    worker already gone has nothing to hold."""
+    from botocore.exceptions import ClientError
+
+    until = (now or datetime.now(timezone.utc)) + timedelta(minutes=TEARDOWN_HOLD_MINUTES)
     try:
-        events.disable_rule(Name=name)
-    except events.exceptions.ResourceNotFoundException:
-        pass
+        ec2.create_tags(Resources=[instance_id], Tags=[
+            {"Key": TEARDOWN_HOLD_TAG, "Value": f"{until:%Y-%m-%dT%H:%M:%SZ}"}])
+    except ClientError as err:
+        if err.response.get("Error", {}).get("Code") not in CANNOT_RUN:
+            raise
 
 
 def start_for_teardown(ec2: Any, instance_id: str) -> bool:
@@ -73,8 +93,10 @@ def start_for_teardown(ec2: Any, instance_id: str) -> bool:
     while True:
         try:
             reservations = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
-        except ClientError:
-            return False                                   # InvalidInstanceID.NotFound
+        except ClientError as err:
+            if _code(err) in CANNOT_RUN:
+                return False                               # InvalidInstanceID.NotFound
+            raise
         if not reservations:
             return False
         state = reservations[0]["Instances"][0]["State"]["Name"]
@@ -85,11 +107,17 @@ def start_for_teardown(ec2: Any, instance_id: str) -> bool:
         if state == "stopped":
             try:
                 ec2.start_instances(InstanceIds=[instance_id])
-            except ClientError:
-                return False                               # e.g. a spot instance stopped by an interruption
+            except ClientError as err:
+                if _code(err) in CANNOT_RUN:
+                    return False                           # e.g. a spot instance stopped by an interruption
+                raise
         if time.monotonic() >= deadline:
             return False
         time.sleep(_POLL)                                  # pending, stopping
+
+
+def _code(err: Any) -> str:
+    return err.response.get("Error", {}).get("Code", "")
 
 
 def _not_found(err: Exception) -> bool:
@@ -148,9 +176,9 @@ class _Provider(ResourceProvider):
     def delete(self, _id: str, props: dict) -> None:
         instance_id, cluster_id = props["instance_id"], props["cluster_id"]
         try:
-            session = deployer_session(props["region"], props.get("profile"))
-            disable_rule(session.client("events"), props["scaler_rule_arn"])
-            if start_for_teardown(session.client("ec2"), instance_id):
+            ec2 = deployer_session(props["region"], None).client("ec2")
+            hold_for_teardown(ec2, instance_id)
+            if start_for_teardown(ec2, instance_id):
                 return
             mark_peer_gone(_homelab_api(props["kubeconfig"]), cluster_id, props["tenant_namespace"],
                            props["resource_slice"])
@@ -164,11 +192,9 @@ class _Provider(ResourceProvider):
 class TeardownWake(Resource):
     """Present while the peering exists; its deletion wakes the worker, or lets the peer go."""
 
-    def __init__(self, name: str, *, instance_id: pulumi.Input[str], region: str,
-                 scaler_rule_arn: pulumi.Input[str], kubeconfig: pulumi.Input[str], cluster_id: str,
+    def __init__(self, name: str, *, instance_id: pulumi.Input[str], region: str, kubeconfig: pulumi.Input[str], cluster_id: str,
                  tenant_namespace: str, resource_slice: str, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__(_Provider(), name, {
-            "instance_id": instance_id, "region": region,
-            "scaler_rule_arn": scaler_rule_arn, "kubeconfig": pulumi.Output.secret(kubeconfig),
+            "instance_id": instance_id, "region": region, "kubeconfig": pulumi.Output.secret(kubeconfig),
             "cluster_id": cluster_id, "tenant_namespace": tenant_namespace, "resource_slice": resource_slice,
         }, pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(additional_secret_outputs=["kubeconfig"])))

@@ -136,6 +136,13 @@ def metrics(cloudwatch: Any, env: Env, instance_id: str, launch: datetime,
 # a worker the scaler stopped because its Ollama never answered after its start.
 STOP_REASON_TAG = "hybrid-llm:stop-reason"
 
+# Set by the teardown wake (components/teardown_wake.py) on a worker it starts so
+# that the homelab's Liqo objects can let go of it: `<UTC time>` until which this
+# function leaves it running. A tag on that one worker, so the schedule keeps
+# stopping the others (a `pulumi up` that removes only the homelab, or one worker,
+# deletes wakes too).
+TEARDOWN_HOLD_TAG = "hybrid-llm:teardown-hold"
+
 # StateReason codes of an instance that EC2 stopped for a spot interruption.
 SPOT_INTERRUPTION_CODES = ("Server.SpotInstanceShutdown", "Server.SpotInstanceTermination")
 
@@ -143,6 +150,19 @@ SPOT_INTERRUPTION_CODES = ("Server.SpotInstanceShutdown", "Server.SpotInstanceTe
 def interrupted(instance: Mapping[str, Any]) -> bool:
     """Stopped by a spot interruption, not by us or a user."""
     return instance.get("StateReason", {}).get("Code") in SPOT_INTERRUPTION_CODES
+
+
+def held_for_teardown(instance: Mapping[str, Any], now: datetime) -> Optional[str]:
+    """The hold's end when a teardown holds the worker running at `now`, else None."""
+    tags = {t["Key"]: t["Value"] for t in instance.get("Tags", [])}
+    value = tags.get(TEARDOWN_HOLD_TAG)
+    if not value:
+        return None
+    try:
+        until = datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    except ValueError:
+        return None                       # not ours to honour: an unreadable hold holds nothing
+    return value if until > now else None
 
 
 def stop_arguments(instance: Mapping[str, Any], hibernate: bool) -> dict[str, Any]:
@@ -168,6 +188,9 @@ def decide_one(ec2: Any, cloudwatch: Any, env: Env, instance_id: str, now: datet
     if state == "stopped" and interrupted(instance):
         entry["reason"] += ("; stopped by a spot interruption: only EC2 restarts it, when capacity "
                             "returns (StartInstances is refused until then)")
+    hold = held_for_teardown(instance, now) if verdict.action == STOP else None
+    if hold:
+        return {**entry, "action": NONE, "reason": f"held for a teardown until {hold}; wanted to: {verdict.reason}"}
     if verdict.action == STOP:
         kwargs = stop_arguments(instance, env.hibernate)
         try:

@@ -204,8 +204,12 @@ def test_malformed_instance_type(run_program):
                                  "nebulaPort", "nebulaCertValidityHours"])
 @pytest.mark.parametrize("value", ["0", "-3"])
 def test_non_positive_sizes_counts_and_timeouts(run_program, key, value):
-    if key == "gpuRootVolumeGiB" and value == "0":
-        assert _parse({f"hybrid-llm:{key}": value}).gpu_root_volume_gib == 0   # the AMI's own size
+    if key == "gpuRootVolumeGiB":                 # 0 is the AMI's own size; below it, say so
+        if value == "0":
+            assert _parse({f"hybrid-llm:{key}": value}).gpu_root_volume_gib == 0
+            return
+        message = _error(run_program, {f"hybrid-llm:{key}": value})
+        assert message.startswith(f"hybrid-llm:{key}:") and "0 (the AMI's own size)" in message
         return
     message = _error(run_program, {f"hybrid-llm:{key}": value})
     assert message.startswith(f"hybrid-llm:{key}:") and "greater than 0" in message

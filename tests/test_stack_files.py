@@ -96,7 +96,18 @@ def test_a_nebula_port_the_policy_pack_refuses(tmp_path, stack_text, default):
         harness.stack_config("dev", root=root)
     message = str(info.value)
     assert "hybrid-llm:nebulaPort: 4343" in message and "only UDP 4242" in message and "\n" not in message
-    assert harness.stack_config("dev", {"hybrid-llm:nebulaPort": "4242"}, root=root) if default == "4242" else True
+
+
+def test_a_set_nebula_port_is_a_what_if_the_pack_does_not_judge(tmp_path):
+    """`tools/plan.py --set hybrid-llm:nebulaPort=...` plans another port without the
+    pack's config changing with it; the stack files themselves are still checked."""
+    root = _project(tmp_path, PORT_BLOCK, "config:\n  aws:region: us-east-1\n  hybrid-llm:nebulaPort: 4343\n")
+    (root / "policy").mkdir()
+    (root / "policy" / "config.json").write_text('{"no-open-ingress": {"nebulaPort": 4242}}\n')
+    with pytest.raises(harness.StackConfigFileError):
+        harness.stack_config("dev", root=root)                 # the file's own port is judged
+    for port in ("4242", "5353"):                               # a --set replaces it and is not
+        assert harness.stack_config("dev", {"hybrid-llm:nebulaPort": port}, root=root)["hybrid-llm:nebulaPort"] == port
 
 
 @pytest.mark.parametrize("pack_config", ['{"no-open-ingress": {"nebulaPort": 4343}}', '{"no-open-ingress": "disabled"}',

@@ -26,6 +26,11 @@ class Node(Protocol):
     provider: str | None
 
 
+def provider_urn(reference: str) -> str:
+    """The provider's URN from a provider reference (`urn::id`)."""
+    return reference.rsplit("::", 1)[0]
+
+
 def depends_on(resource: Node, known: set[str]) -> set[str]:
     """The URNs `resource` depends on for ordering: inputs and `depends_on`,
     its parent, and its provider (a provider reference is `urn::id`)."""
@@ -33,7 +38,7 @@ def depends_on(resource: Node, known: set[str]) -> set[str]:
     if resource.parent:
         out.add(resource.parent)
     if resource.provider:
-        out.add(resource.provider.rsplit("::", 1)[0])
+        out.add(provider_urn(resource.provider))
     return {urn for urn in out if urn in known and urn != resource.urn}
 
 

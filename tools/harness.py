@@ -109,10 +109,6 @@ def _go_yaml_scalar(text: str) -> Any:
         return _YamlNumber(text, number)
     if _GO_FLOAT.fullmatch(plain):
         return _YamlNumber(text, float(plain))
-    for prefix, base in (("0b", 2), ("-0b", 2), ("0o", 8), ("-0o", 8)):
-        if plain.startswith(prefix):
-            number = _go_parse_int(plain.replace(prefix, "-" if prefix[0] == "-" else "", 1), base)
-            return _YamlNumber(text, number) if number is not None else text
     return text
 
 
@@ -330,7 +326,7 @@ def stack_config(stack: str, overrides: Optional[Mapping[str, str]] = None,
     overrides = {key: _as_config_string(value) for key, value in (overrides or {}).items()}
     port_key = f"{PROJECT}:nebulaPort"
     pack_config = root / "policy" / "config.json"
-    if port_key in merged and pack_config.exists() and not {port_key, "nebulaPort"} & set(overrides):
+    if port_key in merged and pack_config.exists() and port_key not in overrides:
         # The port the stack deploys with (a --set is a what-if): the policy pack must let it in.
         problem = policy_pack_port_problem(merged[port_key], pack_config)
         if problem:

@@ -87,7 +87,7 @@ def tree_lines(plan: harness.Plan) -> list[str]:
     return lines
 
 
-def plan_json(plan: harness.Plan, show_secrets: bool) -> dict:
+def plan_json(plan: harness.Plan, show_secrets: bool, order: list[list[str]]) -> dict:
     """Every resource with what the engine orders deletes by (its dependencies,
     parent and provider), the destroy order as the engine computes it
     (tools/destroy_order.py), and the outputs."""
@@ -97,10 +97,10 @@ def plan_json(plan: harness.Plan, show_secrets: bool) -> dict:
         "resources": [
             {"type": r.type, "name": r.name, "urn": r.urn, "parent": r.parent,
              "custom": r.custom, "inputs": show(r.inputs), "dependencies": sorted(set(r.dependencies)),
-             "provider": r.provider.rsplit("::", 1)[0] if r.provider else None}
+             "provider": destroy_order.provider_urn(r.provider) if r.provider else None}
             for r in plan.resources
         ],
-        "destroyOrder": destroy_order.waves(plan.resources),
+        "destroyOrder": order,
         "outputs": {k: (o.value if show_secrets or not o.secret else "[secret]")
                     for k, o in plan.outputs.items()},
     }
@@ -374,14 +374,15 @@ def main(argv: list[str] | None = None) -> int:
     except costs.UnpricedError as err:
         print(f"Cost estimate: none ({err})")
 
+    order = destroy_order.waves(plan.resources) if args.destroy_order or args.json else []
     if args.destroy_order:
         names = {r.urn: r.name for r in plan.resources}
         print("Destroy order (pulumi destroy, first wave first):")
-        for index, wave in enumerate(destroy_order.waves(plan.resources), 1):
+        for index, wave in enumerate(order, 1):
             print(f"  {index:3d}. {', '.join(names[urn] for urn in wave)}")
     try:
         if args.json:
-            write_file(args.json, json.dumps(plan_json(plan, args.show_secrets), indent=2, sort_keys=True),
+            write_file(args.json, json.dumps(plan_json(plan, args.show_secrets, order), indent=2, sort_keys=True),
                        0o600 if args.show_secrets else 0o644)
             print(f"Wrote {args.json}")
         if args.render:

@@ -51,7 +51,7 @@ from components.generated import publish
 from components.aws.hostboot import BootFile
 from components.aws.lighthouse import nebula_boot_files
 from components.mesh.nebula_config import OLLAMA_PORT, TUN_DEVICE
-from scaler_lambda.handler import STOP_REASON_TAG
+from scaler_lambda.handler import STOP_REASON_TAG, TEARDOWN_HOLD_TAG
 
 DLAMI_PARAMETER = "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-ubuntu-22.04/latest/ami-id"
 METRIC_NAMESPACE = "HybridLLM"
@@ -86,6 +86,8 @@ PUBLIC_IP_FIELD = "associatePublicIpAddress"
 # The scaler notes each stop's rule in this tag (scaler_lambda/handler.py); a refresh
 # would read it into the instance's tags and the next `up` would strip it.
 STOP_REASON_FIELD = f'tags["{STOP_REASON_TAG}"]'
+# Likewise the teardown wake's hold (components/teardown_wake.py).
+TEARDOWN_HOLD_FIELD = f'tags["{TEARDOWN_HOLD_TAG}"]'
 _WAIT_VOLUME_SECONDS = 900
 
 
@@ -352,7 +354,7 @@ class GpuWorker(pulumi.ComponentResource):
             tags={"Name": f"{name}-{host}", "Role": "gpu-worker", "Worker": host},
             opts=pulumi.ResourceOptions(
                 parent=self, depends_on=list(args.nebula_parameters) + pki.parameters + list(args.boot_after),
-                delete_before_replace=True, ignore_changes=[PUBLIC_IP_FIELD, STOP_REASON_FIELD]),
+                delete_before_replace=True, ignore_changes=[PUBLIC_IP_FIELD, STOP_REASON_FIELD, TEARDOWN_HOLD_FIELD]),
         )
         # Created after the instance, deleted before it; the attachment waits for
         # it so that on delete the guard cancels only once the volume is detached.

@@ -72,7 +72,6 @@ class HomelabArgs:
 @dataclass
 class TeardownSettings:
     region: str
-    scaler_rule_arn: pulumi.Input[str]
 
 
 class Homelab(pulumi.ComponentResource):
@@ -107,8 +106,7 @@ class Homelab(pulumi.ComponentResource):
             after=[consumer.release, *[p.resource_slice for p in peerings]]), opts=on_homelab)
         wakes = [
             TeardownWake(f"{name}-teardown-wake-{w.peer.cluster_id}", instance_id=w.instance_id,
-                         region=args.teardown.region,
-                         scaler_rule_arn=args.teardown.scaler_rule_arn, kubeconfig=args.kubeconfig,
+                         region=args.teardown.region, kubeconfig=args.kubeconfig,
                          cluster_id=w.peer.cluster_id, tenant_namespace=p.tenant_namespace,
                          resource_slice=p.resource_slice_name,
                          opts=pulumi.ResourceOptions(parent=self, depends_on=[p, ollama]))

@@ -1,9 +1,11 @@
-"""The teardown wake (components/teardown_wake.py): on `pulumi destroy` it stops
-the scaler's schedule and starts a stopped worker (moto), or, when the worker
+"""The teardown wake (components/teardown_wake.py): on `pulumi destroy` it holds
+its worker against the scaler and starts it if stopped (moto), or, when the worker
 cannot run, marks its Liqo peer as gone (a recording stand-in for the Kubernetes
 API); it never replaces, and so never runs, on a worker replacement."""
 
 from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
 
 import boto3
 import pytest
@@ -12,7 +14,8 @@ from moto import mock_aws
 
 from components import teardown_wake
 from components.teardown_wake import UNREACHABLE_ANNOTATION
-from tests.aws.test_spot_guard import ENV_CREDENTIALS, LAPTOP_PROFILE, aws_files  # noqa: F401 - fixture
+from scaler_lambda import handler as scaler
+from tests.aws.test_spot_guard import ENV_CREDENTIALS, aws_files  # noqa: F401 - fixture
 from tests.homelab.conftest import api_port  # noqa: F401 - fixture
 
 REGION = "us-east-1"
@@ -33,7 +36,7 @@ def aws(monkeypatch, aws_files):  # noqa: F811
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         monkeypatch.setenv(name, "testing")
     with mock_aws():
-        yield boto3.client("ec2", region_name=REGION), boto3.client("events", region_name=REGION)
+        yield boto3.client("ec2", region_name=REGION)
 
 
 def worker(ec2, state: str = "stopped") -> str:
@@ -46,8 +49,9 @@ def worker(ec2, state: str = "stopped") -> str:
     return instance["InstanceId"]
 
 
-def rule(events) -> str:
-    return events.put_rule(Name="hybrid-llm-dev-scaler-schedule", ScheduleExpression="rate(1 minute)")["RuleArn"]
+def hold(ec2, instance_id: str):
+    tags = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0].get("Tags", [])
+    return {t["Key"]: t["Value"] for t in tags}.get(scaler.TEARDOWN_HOLD_TAG)
 
 
 def state(ec2, instance_id: str) -> str:
@@ -85,32 +89,60 @@ class KubeStandIn:
         return {}
 
 
-def props(instance_id: str, rule_arn: str, profile=None) -> dict:
-    return {"instance_id": instance_id, "region": REGION, "profile": profile, "scaler_rule_arn": rule_arn,
+def props(instance_id: str) -> dict:
+    return {"instance_id": instance_id, "region": REGION,
             "kubeconfig": "apiVersion: v1\nkind: Config\n", "cluster_id": CLUSTER,
             "tenant_namespace": TENANT, "resource_slice": SLICE}
 
 
-def test_delete_stops_the_schedule_and_starts_a_stopped_worker(aws, monkeypatch):
-    ec2, events = aws
-    instance_id, rule_arn = worker(ec2), rule(events)
+def test_delete_holds_the_worker_against_the_scaler_and_starts_it(aws, monkeypatch):
+    ec2 = aws
+    instance_id, other = worker(ec2), worker(ec2, "running")
     monkeypatch.setattr(teardown_wake, "_homelab_api", lambda _k: pytest.fail("a worker that runs needs no unpeer"))
-    teardown_wake._Provider().delete("id", props(instance_id, rule_arn, profile=LAPTOP_PROFILE))
+    before = datetime.now(timezone.utc)
+    teardown_wake._Provider().delete("id", props(instance_id))
     assert state(ec2, instance_id) == "running"
-    assert events.describe_rule(Name="hybrid-llm-dev-scaler-schedule")["State"] == "DISABLED"
+    until = datetime.strptime(hold(ec2, instance_id), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    assert before + timedelta(minutes=teardown_wake.TEARDOWN_HOLD_MINUTES - 1) < until
+    assert hold(ec2, other) is None, "the other workers stay under the scaler's rules"
+    # The scaler honours it: held now, not after the hold.
+    instance = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
+    assert scaler.held_for_teardown(instance, before) == hold(ec2, instance_id)
+    assert scaler.held_for_teardown(instance, until + timedelta(seconds=1)) is None
 
 
-def test_a_running_worker_is_left_running_and_a_missing_rule_is_fine(aws):
-    ec2, _ = aws
+def test_a_running_worker_is_left_running(aws):
+    ec2 = aws
     instance_id = worker(ec2, "running")
-    arn = f"arn:aws:events:{REGION}:123456789012:rule/gone"
-    teardown_wake._Provider().delete("id", {**props(instance_id, arn), "kubeconfig": "unused"})
+    teardown_wake._Provider().delete("id", {**props(instance_id), "kubeconfig": "unused"})
     assert state(ec2, instance_id) == "running"
+
+
+def test_an_aws_error_that_is_not_about_the_worker_is_reported_not_taken_for_a_dead_peer(aws, monkeypatch):
+    ec2 = aws
+    instance_id = worker(ec2)
+    monkeypatch.setattr(teardown_wake, "_homelab_api", lambda _k: pytest.fail("the peer is not dead"))
+    real = teardown_wake.deployer_session
+
+    class Throttled:
+        def client(self, name):
+            made = real(REGION, None).client(name)
+
+            def start_instances(**_):
+                raise ClientError({"Error": {"Code": "RequestLimitExceeded", "Message": "slow down"}},
+                                  "StartInstances")
+            made.start_instances = start_instances
+            return made
+
+    monkeypatch.setattr(teardown_wake, "deployer_session", lambda region, profile: Throttled())
+    with pytest.raises(teardown_wake.TeardownError) as err:
+        teardown_wake._Provider().delete("id", props(instance_id))
+    assert "RequestLimitExceeded" in str(err.value) and "\n" not in str(err.value)
 
 
 @pytest.mark.parametrize("how", ["terminated", "missing", "refused"])
 def test_a_worker_that_cannot_run_has_its_peer_marked_gone(aws, monkeypatch, how):
-    ec2, events = aws
+    ec2 = aws
     instance_id = worker(ec2, "terminated" if how == "terminated" else "stopped")
     if how == "missing":
         instance_id = "i-0123456789abcdef0"
@@ -137,7 +169,7 @@ def test_a_worker_that_cannot_run_has_its_peer_marked_gone(aws, monkeypatch, how
         return Refusing()
 
     monkeypatch.setattr(teardown_wake, "deployer_session", session)
-    teardown_wake._Provider().delete("id", props(instance_id, rule(events)))
+    teardown_wake._Provider().delete("id", props(instance_id))
     assert kube.calls[0] == ("patch", "core.liqo.io", "foreignclusters", CLUSTER,
                              {"metadata": {"annotations": {UNREACHABLE_ANNOTATION: "true"}}})
     assert kube.calls[1] == ("delete", "authentication.liqo.io", "resourceslices", TENANT, SLICE)
@@ -151,19 +183,19 @@ def test_mark_peer_gone_without_a_foreign_cluster_still_deletes_the_slice():
 
 
 def test_a_slice_that_never_goes_is_one_line_with_the_command_to_run(aws, monkeypatch):
-    ec2, events = aws
+    ec2 = aws
     instance_id = worker(ec2, "terminated")
     monkeypatch.setattr(teardown_wake, "_homelab_api", lambda _k: KubeStandIn(gone_after=10**6))
     monkeypatch.setattr(teardown_wake, "GONE_WAIT_SECONDS", 0.0)
     with pytest.raises(teardown_wake.TeardownError) as err:
-        teardown_wake._Provider().delete("id", props(instance_id, rule(events)))
+        teardown_wake._Provider().delete("id", props(instance_id))
     message = str(err.value)
     assert "\n" not in message and CLUSTER in message and f"liqoctl force unpeer {CLUSTER}" in message
 
 
 def test_a_replaced_worker_updates_the_wake_in_place():
     provider = teardown_wake._Provider()
-    old = props("i-0aaaaaaaaaaaaaaaa", "arn:aws:events:us-east-1:1:rule/r")
+    old = props("i-0aaaaaaaaaaaaaaaa")
     new = {**old, "instance_id": "i-0bbbbbbbbbbbbbbbb"}
     diff = provider.diff("id", old, new)
     assert diff.changes and not diff.replaces
@@ -173,7 +205,7 @@ def test_a_replaced_worker_updates_the_wake_in_place():
 
 def test_creating_it_calls_nothing(monkeypatch):
     monkeypatch.setattr(teardown_wake, "deployer_session", lambda *a: pytest.fail("create must not call AWS"))
-    result = teardown_wake._Provider().create(props("i-0aaaaaaaaaaaaaaaa", "arn"))
+    result = teardown_wake._Provider().create(props("i-0aaaaaaaaaaaaaaaa"))
     assert result.id == f"teardown-wake-{CLUSTER}"
 
 

@@ -492,3 +492,25 @@ def test_a_worker_stopped_by_a_spot_interruption_is_reported(aws):
     world.ec2._client.describe_instances = describe
     plain = world.run([worker], launched + 121 * M)[worker]
     assert "interruption" not in plain["reason"], "a worker we stopped is not reported as interrupted"
+
+
+@pytest.mark.parametrize("hold_minutes, kept", [(30, True), (-1, False), (None, False)])
+def test_a_teardown_hold_keeps_only_its_worker_until_it_ends(aws, hold_minutes, kept):
+    """The teardown wake (components/teardown_wake.py) holds one worker while the
+    homelab's Liqo objects let go of it; the scaler keeps stopping the others."""
+    world = World()
+    held, other = world.launch()[0], world.launch()[0]
+    now = world.ec2.describe_instances(InstanceIds=[held])["Reservations"][0]["Instances"][0]["LaunchTime"] + 40 * M
+    for worker in (held, other):
+        world.activity(worker, now, range(0, 30))
+        world.ready(worker, now, range(0, 35))
+    value = "not a time" if hold_minutes is None else f"{now + hold_minutes * M:%Y-%m-%dT%H:%M:%SZ}"
+    world.ec2.create_tags(Resources=[held], Tags=[{"Key": handler.TEARDOWN_HOLD_TAG, "Value": value}])
+    decisions = world.run([held, other], now)
+    assert decisions[other]["action"] == "stop"
+    assert (decisions[held]["action"] == "none") == kept
+    if kept:
+        assert decisions[held]["reason"].startswith(f"held for a teardown until {value}; wanted to: idle")
+        assert world.state(held) == "running"
+    else:
+        assert world.state(held) == "stopped"

@@ -33,7 +33,8 @@ from pulumi.runtime.stack import run_pulumi_func  # noqa: E402
 from pulumi.runtime.sync_await import _sync_await  # noqa: E402
 
 from components import generated  # noqa: E402
-from components.config import KEYS, policy_pack_port_problem  # noqa: E402
+from components.config import KEYS  # noqa: E402
+from tools.policy_port import policy_pack_port_problem  # noqa: E402
 from tools.mocks import AwsMocks  # noqa: E402
 
 PROJECT = "hybrid-llm"

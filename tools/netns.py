@@ -106,13 +106,11 @@ def _run(*cmd: str, check: bool = True, timeout: float = 20) -> subprocess.Compl
 
 
 def point_at_lighthouse(config_yaml: str, lighthouse_address: str) -> str:
-    """The rendered config with only the lighthouse's public address replaced."""
-    config = yaml.safe_load(config_yaml)
-    for overlay_ip, endpoints in config.get("static_host_map", {}).items():
-        config["static_host_map"][overlay_ip] = [
-            f"{lighthouse_address}:{endpoint.rsplit(':', 1)[1]}" for endpoint in endpoints
-        ]
-    return yaml.safe_dump(config, sort_keys=False)
+    """The rendered config with every static_host_map address replaced by
+    `lighthouse_address` (ports kept)."""
+    static = yaml.safe_load(config_yaml).get("static_host_map") or {}
+    hosts = {str(entry).rsplit(":", 1)[0] for entries in static.values() for entry in entries}
+    return rewrite_endpoints(config_yaml, dict.fromkeys(hosts, lighthouse_address))
 
 
 def rewrite_endpoints(config_yaml: str, endpoints: Mapping[str, str]) -> str:

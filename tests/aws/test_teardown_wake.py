@@ -7,15 +7,13 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-import boto3
 import pytest
 from botocore.exceptions import ClientError
-from moto import mock_aws
 
 from components import teardown_wake
 from components.teardown_wake import UNREACHABLE_ANNOTATION
 from scaler_lambda import handler as scaler
-from tests.aws.test_spot_guard import ENV_CREDENTIALS, aws_files  # noqa: F401 - fixture
+from tests.aws.test_spot_guard import aws_files, ec2  # noqa: F401 - fixtures: moto EC2, the environment's keys only
 from tests.homelab.conftest import api_port  # noqa: F401 - fixture
 
 REGION = "us-east-1"
@@ -27,16 +25,6 @@ SLICE = "hybrid-llm-dev-gpu-0"
 @pytest.fixture(autouse=True)
 def quick(monkeypatch):
     monkeypatch.setattr(teardown_wake, "_POLL", 0.01)
-
-
-@pytest.fixture
-def aws(monkeypatch, aws_files):  # noqa: F811
-    for name in ENV_CREDENTIALS:
-        monkeypatch.delenv(name, raising=False)
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-        monkeypatch.setenv(name, "testing")
-    with mock_aws():
-        yield boto3.client("ec2", region_name=REGION)
 
 
 def worker(ec2, state: str = "stopped") -> str:
@@ -95,8 +83,7 @@ def props(instance_id: str) -> dict:
             "tenant_namespace": TENANT, "resource_slice": SLICE}
 
 
-def test_delete_holds_the_worker_against_the_scaler_and_starts_it(aws, monkeypatch):
-    ec2 = aws
+def test_delete_holds_the_worker_against_the_scaler_and_starts_it(ec2, monkeypatch):
     instance_id, other = worker(ec2), worker(ec2, "running")
     monkeypatch.setattr(teardown_wake, "_homelab_api", lambda _k: pytest.fail("a worker that runs needs no unpeer"))
     before = datetime.now(timezone.utc)
@@ -111,15 +98,13 @@ def test_delete_holds_the_worker_against_the_scaler_and_starts_it(aws, monkeypat
     assert scaler.held_for_teardown(instance, until + timedelta(seconds=1)) is None
 
 
-def test_a_running_worker_is_left_running(aws):
-    ec2 = aws
+def test_a_running_worker_is_left_running(ec2):
     instance_id = worker(ec2, "running")
     teardown_wake._Provider().delete("id", {**props(instance_id), "kubeconfig": "unused"})
     assert state(ec2, instance_id) == "running"
 
 
-def test_an_aws_error_that_is_not_about_the_worker_is_reported_not_taken_for_a_dead_peer(aws, monkeypatch):
-    ec2 = aws
+def test_an_aws_error_that_is_not_about_the_worker_is_reported_not_taken_for_a_dead_peer(ec2, monkeypatch):
     instance_id = worker(ec2)
     monkeypatch.setattr(teardown_wake, "_homelab_api", lambda _k: pytest.fail("the peer is not dead"))
     real = teardown_wake.deployer_session
@@ -141,8 +126,7 @@ def test_an_aws_error_that_is_not_about_the_worker_is_reported_not_taken_for_a_d
 
 
 @pytest.mark.parametrize("how", ["terminated", "missing", "refused"])
-def test_a_worker_that_cannot_run_has_its_peer_marked_gone(aws, monkeypatch, how):
-    ec2 = aws
+def test_a_worker_that_cannot_run_has_its_peer_marked_gone(ec2, monkeypatch, how):
     instance_id = worker(ec2, "terminated" if how == "terminated" else "stopped")
     if how == "missing":
         instance_id = "i-0123456789abcdef0"
@@ -182,8 +166,7 @@ def test_mark_peer_gone_without_a_foreign_cluster_still_deletes_the_slice():
     assert [c[0] for c in kube.calls] == ["patch", "delete", "get"]
 
 
-def test_a_slice_that_never_goes_is_one_line_with_the_command_to_run(aws, monkeypatch):
-    ec2 = aws
+def test_a_slice_that_never_goes_is_one_line_with_the_command_to_run(ec2, monkeypatch):
     instance_id = worker(ec2, "terminated")
     monkeypatch.setattr(teardown_wake, "_homelab_api", lambda _k: KubeStandIn(gone_after=10**6))
     monkeypatch.setattr(teardown_wake, "GONE_WAIT_SECONDS", 0.0)
